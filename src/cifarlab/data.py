@@ -1,0 +1,310 @@
+"""CIFAR-10 on disk and in memory: find, verify, download, decode, cache.
+
+    from cifarlab.data import load_cifar10
+    ds = load_cifar10()            # --data / $CIFARLAB_DATA / user cache, else download
+    ds.x_train.shape               # (50000, 3, 32, 32) uint8, channels first
+    ds.y_train[:5]                 # array([6, 9, 9, 4, 1])
+
+Both official layouts are read: the binary version (`cifar-10-batches-bin/` or
+`cifar-10-binary.tar.gz`) and the python version (`cifar-10-batches-py/` or
+`cifar-10-python.tar.gz`). Every file is checked against its official MD5 before
+it is trusted; the decoded arrays are cached in the user cache folder, keyed by
+those MD5s, so later loads are one `np.load`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+BIN_DIR = "cifar-10-batches-bin"
+PY_DIR = "cifar-10-batches-py"
+# Official MD5s of the published files (binary: the data set's README; python: the
+# same values torchvision checks).
+BIN_MD5 = {
+    "data_batch_1.bin": "5dd7e06a14cb22eb9f671a540d1b7c25",
+    "data_batch_2.bin": "5ea93a67294ea407fff1d09f752e9692",
+    "data_batch_3.bin": "942cd6a4bcdd0dd3c604fbe906cb4421",
+    "data_batch_4.bin": "ae636b3ba5c66a11e91e8cb52e771fcb",
+    "data_batch_5.bin": "53f37980c15c3d472c316c40844f3f0d",
+    "test_batch.bin": "803d5f7f4d78ea53de84dbe85f74fb6d",
+}
+PY_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+ARCHIVES = {  # archive name -> (md5, folder it unpacks to)
+    "cifar-10-binary.tar.gz": ("c32a1d4ab5d03f1284b67883e8d87530", BIN_DIR),
+    "cifar-10-python.tar.gz": ("c58f30108f718f92721af3b95e74349a", PY_DIR),
+}
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+RECORD = 1 + 3 * 32 * 32  # binary version: label byte, then R, G, B planes
+
+# Training-set statistics (per channel, 0-255 scale), used by `standardize`.
+TRAIN_MEAN = (125.307, 122.950, 113.865)
+TRAIN_STD = (62.993, 62.089, 66.705)
+
+
+class DataError(RuntimeError):
+    """A data set problem a user can fix; the message says how."""
+
+
+@dataclass
+class CIFAR10:
+    x_train: np.ndarray  # (50000, 3, 32, 32) uint8
+    y_train: np.ndarray  # (50000,) int64
+    x_test: np.ndarray  # (10000, 3, 32, 32) uint8
+    y_test: np.ndarray  # (10000,) int64
+    source: str = ""
+    classes: tuple = CLASSES
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cifarlab"
+
+
+def _fix_hint(where: Path) -> str:
+    return (f"Replace it with a fresh copy of the official CIFAR-10 file, or delete {where} "
+            f"and let cifarlab download it again ({URL}).")
+
+
+def verify(folder: Path, md5s: dict[str, str]) -> str:
+    """Raise DataError naming the first missing or corrupt file of `folder`.
+
+    Returns a key made of the verified MD5s, which names the decoded-array cache.
+    """
+    for name, want in md5s.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"CIFAR-10 file missing: {path}. {_fix_hint(folder)}")
+        got = md5sum(path)
+        if got != want:
+            raise DataError(f"CIFAR-10 file corrupt: {path} has MD5 {got}, expected {want}. "
+                            f"{_fix_hint(folder)}")
+    return hashlib.md5("".join(sorted(md5s.values())).encode()).hexdigest()
+
+
+def read_bin_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
+    folder = Path(folder)
+    key = verify(folder, BIN_MD5 if md5s is None else md5s)
+    if (cached := _cached(key, folder)) is not None:
+        return cached
+
+    def read(name):
+        raw = np.fromfile(folder / name, dtype=np.uint8).reshape(-1, RECORD)
+        return raw[:, 1:].reshape(-1, 3, 32, 32).copy(), raw[:, 0].astype(np.int64)
+
+    parts = [read(f"data_batch_{i}.bin") for i in range(1, 6)]
+    x_test, y_test = read("test_batch.bin")
+    return _store(key, CIFAR10(np.concatenate([p[0] for p in parts]),
+                               np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
+
+
+def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
+    folder = Path(folder)
+    key = verify(folder, PY_MD5 if md5s is None else md5s)
+    if (cached := _cached(key, folder)) is not None:
+        return cached
+
+    def read(name):
+        with open(folder / name, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return x, np.asarray(d[b"labels"], dtype=np.int64)
+
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    x_test, y_test = read("test_batch")
+    return _store(key, CIFAR10(np.concatenate([p[0] for p in parts]),
+                               np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
+
+
+def _extract(archive: Path, dest_parent: Path) -> Path:
+    """Unpack `archive` next to its final place, then rename: never half a folder."""
+    md5, folder = ARCHIVES[archive.name]
+    final = dest_parent / folder
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_parent))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(folder + "/")]
+            tar.extractall(tmp, members=members, filter="data") if sys.version_info >= (3, 12) \
+                else tar.extractall(tmp, members=members)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp / folder, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _candidates(path: Path):
+    """Folders or archives under (or at) `path` that may hold the data set."""
+    path = Path(path).expanduser()
+    if path.name in (BIN_DIR, PY_DIR) or path.name in ARCHIVES:
+        yield path
+    for name in (BIN_DIR, PY_DIR, *ARCHIVES):
+        yield path / name
+    # A folder holding the files directly, under whatever name the user gave it.
+    yield path
+
+
+def _open(path: Path) -> CIFAR10 | None:
+    if path.is_file() and path.name in ARCHIVES:
+        md5, _ = ARCHIVES[path.name]
+        got = md5sum(path)
+        if got != md5:
+            raise DataError(f"CIFAR-10 archive corrupt: {path} has MD5 {got}, expected {md5}. "
+                            f"{_fix_hint(path)}")
+        target = path.parent if os.access(path.parent, os.W_OK) else cache_dir()
+        target.mkdir(parents=True, exist_ok=True)
+        return _open(_extract(path, target))
+    if not path.is_dir():
+        return None
+    names = {p.name for p in path.iterdir()}
+    if names & set(BIN_MD5):
+        return read_bin_folder(path)
+    if names & set(PY_MD5):
+        return read_py_folder(path)
+    return None
+
+
+def download(url: str, dest: Path, md5: str, progress=True) -> Path:
+    """Fetch `url` to `dest` via a `.part` file; the file appears only when its MD5 is right."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(part, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0)
+            from .progress import Progress
+            bar = Progress(total or None, desc=f"download {dest.name}", unit="B", enabled=progress)
+            while block := r.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+            bar.close()
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        part.unlink(missing_ok=True)
+        raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
+    got = md5sum(part)
+    if got != md5:
+        part.unlink(missing_ok=True)
+        raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}; nothing was kept.")
+    os.replace(part, dest)
+    return dest
+
+
+def locate(data: str | os.PathLike | None = None) -> list[Path]:
+    """The places searched, in order: --data, $CIFARLAB_DATA, the user cache folder."""
+    places = []
+    if data:
+        places.append(Path(data).expanduser())
+    if os.environ.get("CIFARLAB_DATA"):
+        places.append(Path(os.environ["CIFARLAB_DATA"]).expanduser())
+    places.append(cache_dir())
+    return places
+
+
+def _cache_file(key: str) -> Path:
+    return cache_dir() / "arrays" / f"cifar10-{key}.npz"
+
+
+def _cached(key: str, folder: Path) -> CIFAR10 | None:
+    path = _cache_file(key)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return CIFAR10(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(folder))
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is rebuilt from the verified files
+
+
+def _store(key: str, ds: CIFAR10) -> CIFAR10:
+    """Keep the decoded arrays; a read-only home is no reason to fail."""
+    path = _cache_file(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return ds
+
+
+def load_cifar10(data: str | os.PathLike | None = None, download_ok: bool = True,
+                 url: str | None = None) -> CIFAR10:
+    """Find, verify and decode CIFAR-10; see the module docstring for the search order.
+
+    The download comes from `url`, else $CIFARLAB_URL (a mirror), else the official site.
+    """
+    url = url or os.environ.get("CIFARLAB_URL") or URL
+    places = locate(data)
+    for place in places:
+        for cand in _candidates(place):
+            ds = _open(cand)
+            if ds is not None:
+                return ds
+    if not download_ok:
+        raise DataError(_not_found(places))
+    archive = cache_dir() / "cifar-10-binary.tar.gz"
+    try:
+        download(url, archive, ARCHIVES[archive.name][0])
+    except DataError as e:
+        raise DataError(f"{e}\n{_not_found(places)}") from None
+    return _open(_extract(archive, cache_dir()))
+
+
+def _not_found(places) -> str:
+    tried = "\n".join(f"  - {p}" for p in places)
+    return ("CIFAR-10 not found. Looked in:\n" + tried + "\n"
+            "Supply it by hand: download cifar-10-binary.tar.gz (or the python version) from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html, unpack it, and pass --data PATH "
+            "(or set CIFARLAB_DATA) to the folder, or put the archive in " + str(cache_dir()) + ".")
+
+
+# --- in-memory splits ---------------------------------------------------------------
+
+def stratified_split(y: np.ndarray, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, holdout): `n_holdout` images, an equal share from every class."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    if n_holdout % len(classes):
+        raise ValueError(f"val_split={n_holdout} must be a multiple of {len(classes)} (one share per class)")
+    per = n_holdout // len(classes)
+    hold = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per] for c in classes])
+    mask = np.ones(len(y), bool)
+    mask[hold] = False
+    return np.flatnonzero(mask), np.sort(hold)
+
+
+def subset_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A class-balanced subset of `n` indices (for quick runs and tests)."""
+    keep, hold = stratified_split(y, n - n % len(np.unique(y)), seed + 7919)
+    return hold

@@ -1,0 +1,288 @@
+"""Train one run into a folder that explains itself, and resume it after any interruption.
+
+    from cifarlab.config import load_preset
+    from cifarlab.train import train
+    summary = train(load_preset("vgg3"), "runs/vgg3")
+    summary = train(None, "runs/vgg3", resume=True)   # continue from the last checkpoint
+
+The run folder holds config.yaml (resolved), metrics.csv (a row per epoch),
+curves.png, checkpoint.pt (written atomically after every epoch) and, once finished,
+summary.json. Randomness is drawn from generators seeded by (seed, epoch), so a run
+resumed at an epoch boundary continues exactly as if it had never stopped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from . import __version__, checkpoint
+from .augment import augment_batch, normalize
+from .config import Config, from_dict, to_dict
+from .data import load_cifar10, stratified_split, subset_indices
+from .models import build_model, count_parameters
+from .optim import build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
+from .progress import Progress
+
+COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
+           "images_per_second", "wall_seconds"]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name} asked for CUDA, but torch sees no GPU; use device=cpu")
+    return dev
+
+
+def amp_dtype(cfg: Config, device: torch.device):
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass
+class Data:
+    """The run's splits as uint8/int64 tensors on the training device, plus normalisation."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: torch.Tensor  # per channel, 0-1 scale
+    std: torch.Tensor
+    val_is_test: bool
+
+
+def prepare_data(cfg: Config, device: torch.device, data_path=None) -> Data:
+    ds = load_cifar10(data_path)
+    idx = np.arange(len(ds.y_train))
+    if cfg.subset:
+        idx = subset_indices(ds.y_train, cfg.subset, cfg.seed)
+    x_val = y_val = None
+    if cfg.val_split:
+        keep, hold = stratified_split(ds.y_train[idx], cfg.val_split, cfg.seed)
+        x_val, y_val = ds.x_train[idx[hold]], ds.y_train[idx[hold]]
+        idx = idx[keep]
+    x_tr, y_tr = ds.x_train[idx], ds.y_train[idx]
+    if cfg.norm == "standardize":  # statistics of the images actually trained on
+        flat = x_tr.transpose(1, 0, 2, 3).reshape(3, -1)
+        mean = flat.mean(1, dtype=np.float64) / 255
+        std = flat.std(1, dtype=np.float64) / 255
+    else:
+        mean, std = np.zeros(3), np.ones(3)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    x_test, y_test = t(ds.x_test), t(ds.y_test)
+    return Data(t(x_tr), t(y_tr), t(x_val) if x_val is not None else x_test,
+                t(y_val) if y_val is not None else y_test, x_test, y_test,
+                torch.tensor(mean, dtype=torch.float32, device=device),
+                torch.tensor(std, dtype=torch.float32, device=device), val_is_test=x_val is None)
+
+
+@torch.inference_mode()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000,
+             channels_last: bool = True, amp=None, tta: bool = False) -> dict:
+    """Loss and accuracy over (x, y); returns also the logits (float32, CPU)."""
+    was_training = model.training
+    model.eval()
+    logits = []
+    for i in range(0, len(x), batch_size):
+        xb = normalize(x[i:i + batch_size], mean, std)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
+            out = model(xb).float()
+            if tta:  # mirror test-time augmentation: average the two views' probabilities
+                out = torch.log((out.softmax(1) + model(xb.flip(3)).float().softmax(1)) / 2)
+        logits.append(out)
+    model.train(was_training)
+    logits = torch.cat(logits)
+    loss = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return {"loss": loss, "acc": acc, "logits": logits.cpu()}
+
+
+def _versions() -> dict:
+    return {"cifarlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+    checkpoint.atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(Path(run_dir) / "metrics.csv") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _header(log) -> None:
+    log(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>8} {'val_acc':>7} "
+        f"{'lr':>9} {'seconds':>7} {'img/s':>7}")
+
+
+def _row(r: dict) -> str:
+    return (f"{r['epoch']:>5d} {r['train_loss']:>10.4f} {r['train_acc']:>9.4f} {r['val_loss']:>8.4f} "
+            f"{r['val_acc']:>7.4f} {r['lr']:>9.3g} {r['epoch_seconds']:>7.1f} {r['images_per_second']:>7.0f}")
+
+
+def setup_threads(cfg: Config) -> None:
+    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or os.cpu_count() or 1
+    torch.set_num_threads(n)
+
+
+def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
+          progress: bool = True, command: list[str] | None = None) -> dict:
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = None
+    if resume:
+        if (run_dir / "summary.json").is_file():
+            log(f"{run_dir} already finished; nothing to resume")
+            return json.loads((run_dir / "summary.json").read_text())
+        if ckpt_path.is_file():
+            state = checkpoint.load(ckpt_path)
+            cfg = from_dict(state["config"])
+        elif cfg is None:
+            cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if cfg is None:
+        raise ValueError("train() needs a config unless it resumes a run folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    setup_threads(cfg)
+    device = pick_device(cfg.device)
+    amp = amp_dtype(cfg, device)
+    torch.manual_seed(cfg.seed)
+    data = prepare_data(cfg, device, data_path)
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    n_params = count_parameters(model)
+    opt = build_optimizer(model, cfg)
+    n = len(data.y_train)
+    steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    if steps < 1:
+        raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
+    lr_at = build_schedule(cfg, steps)
+    fwd = torch.compile(model) if cfg.compile else model
+
+    history, start_epoch, wall = [], 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, start_epoch, wall = state["history"], state["epoch"], state["wall_seconds"]
+        checkpoint.set_rng_state(state["rng"])
+        log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+    elif resume:
+        log(f"no checkpoint in {run_dir}; starting it from the beginning")
+    log(f"{cfg.name}: {n_params:,} parameters, {n} training images, {steps} steps/epoch, "
+        f"device {_device_name(device)}")
+    _header(log)
+    for r in history:
+        log(_row(r))
+
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        # Everything random in this epoch follows from (seed, epoch): resume-exact.
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=progress)
+        for i in range(steps):
+            step = epoch * steps + i
+            lr = lr_at(step)
+            set_lr(opt, lr)
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb = augment_batch(data.x_train[idx], cfg.augment, gen, cfg.shift, cfg.crop_pad)
+            xb = normalize(xb, data.mean, data.std)
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = data.y_train[idx]
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out = fwd(xb)
+                loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+            total = loss + l2_penalty(model, cfg.l2)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            decoupled_decay(opt)
+            opt.step()
+            with torch.no_grad():
+                loss_sum += total.detach() * len(yb)
+                correct += (out.argmax(1) == yb).sum()
+            seen += len(yb)
+            if progress and i % 50 == 49:
+                bar.update(50, loss=loss_sum.item() / seen)
+            elif progress and i == steps - 1:
+                bar.update(steps % 50 or 50)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        val = evaluate(model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
+                       cfg.channels_last, amp)
+        dt = time.perf_counter() - t0
+        wall += dt
+        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+               "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
+               "images_per_second": seen / train_seconds, "wall_seconds": wall}
+        history.append(row)
+        log(_row(row))
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            write_metrics(run_dir, history)
+            checkpoint.save(ckpt_path, {
+                "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "epoch": epoch + 1, "step": (epoch + 1) * steps, "history": history,
+                "wall_seconds": wall, "rng": checkpoint.rng_state(),
+                "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions()})
+            _plot(run_dir, history, cfg)
+
+    test = evaluate(model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
+                    cfg.channels_last, amp)
+    summary = {
+        "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"],
+        "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
+        "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),
+        "device": _device_name(device), "versions": _versions(),
+        "command": command if command is not None else sys.argv,
+        "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
+        "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
+    }
+    checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")
+    return summary
+
+
+def _plot(run_dir: Path, history: list[dict], cfg: Config) -> None:
+    from .plots import curves
+    curves(history, run_dir / "curves.png", title=cfg.name)

@@ -1,0 +1,139 @@
+import hashlib
+import http.server
+import pickle
+import shutil
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+
+from cifarlab import data as D
+
+
+def test_files_match_official_md5s(data_dir):
+    for name, want in D.BIN_MD5.items():
+        assert D.md5sum(data_dir / name) == want, name
+
+
+def test_known_facts(cifar):
+    assert cifar.x_train.shape == (50000, 3, 32, 32) and cifar.x_train.dtype == np.uint8
+    assert cifar.x_test.shape == (10000, 3, 32, 32)
+    assert np.bincount(cifar.y_train).tolist() == [5000] * 10
+    assert np.bincount(cifar.y_test).tolist() == [1000] * 10
+    assert cifar.y_train[:5].tolist() == [6, 9, 9, 4, 1]
+    assert cifar.y_test[:5].tolist() == [3, 8, 8, 0, 6]
+    # first pixels, (R, G, B), row-major
+    assert cifar.x_train[0, :, 0, :3].T.tolist() == [[59, 62, 63], [43, 46, 45], [50, 48, 43]]
+    assert cifar.x_test[0, :, 0, :2].T.tolist() == [[158, 112, 49], [159, 111, 47]]
+    mean = cifar.x_train.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = cifar.x_train.transpose(1, 0, 2, 3).reshape(3, -1).std(1, dtype=np.float64)
+    np.testing.assert_allclose(mean, D.TRAIN_MEAN, atol=1e-3)
+    np.testing.assert_allclose(std, D.TRAIN_STD, atol=1e-3)
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for p in src.iterdir():
+        shutil.copy(p, dst / p.name)
+    return dst
+
+
+def test_corrupt_file_is_named(data_dir, tmp_path):
+    bad = _copy(data_dir, tmp_path / "cifar-10-batches-bin")
+    target = bad / "data_batch_3.bin"
+    raw = bytearray(target.read_bytes())
+    raw[12345] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    with pytest.raises(D.DataError, match=r"data_batch_3\.bin.*(MD5|md5)") as e:
+        D.load_cifar10(tmp_path, download_ok=False)
+    assert "fresh copy" in str(e.value)
+
+
+def test_missing_file_is_named(data_dir, tmp_path):
+    bad = _copy(data_dir, tmp_path / "cifar-10-batches-bin")
+    (bad / "test_batch.bin").unlink()
+    with pytest.raises(D.DataError, match=r"missing: .*test_batch\.bin"):
+        D.load_cifar10(tmp_path, download_ok=False)
+
+
+def _write_python_version(cifar, folder):
+    folder.mkdir()
+    md5s = {}
+    chunks = [(f"data_batch_{i + 1}", cifar.x_train[i * 10000:(i + 1) * 10000],
+               cifar.y_train[i * 10000:(i + 1) * 10000]) for i in range(5)]
+    chunks.append(("test_batch", cifar.x_test, cifar.y_test))
+    for name, x, y in chunks:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": x.reshape(len(x), -1), b"labels": y.tolist()}, f)
+        md5s[name] = D.md5sum(folder / name)
+    return md5s
+
+
+def test_python_version_loads_to_same_arrays(cifar, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    md5s = _write_python_version(cifar, folder)
+    # Our pickles are not the official files: the official MD5 check refuses them ...
+    with pytest.raises(D.DataError, match="data_batch_1"):
+        D.read_py_folder(folder)
+    # ... and with their own MD5s they decode to exactly the binary version's arrays.
+    ds = D.read_py_folder(folder, md5s)
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(ds, k), getattr(cifar, k))
+
+
+def test_second_load_comes_from_array_cache(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    a = D.load_cifar10(data_dir, download_ok=False)
+    cached = list((tmp_path / "cifarlab" / "arrays").glob("*.npz"))
+    assert len(cached) == 1
+    b = D.load_cifar10(data_dir, download_ok=False)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+@pytest.fixture
+def served(data_dir, tmp_path):
+    """A binary-version archive made from the real files, served over loopback HTTP."""
+    root = tmp_path / "www"
+    root.mkdir()
+    with tarfile.open(root / "cifar-10-binary.tar.gz", "w:gz", compresslevel=1) as tar:
+        for p in sorted(data_dir.iterdir()):
+            tar.add(p, arcname=f"cifar-10-batches-bin/{p.name}")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **k)  # noqa: E731
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/cifar-10-binary.tar.gz", root / "cifar-10-binary.tar.gz"
+    server.shutdown()
+
+
+def test_download_checks_md5_and_extracts(served, tmp_path):
+    url, archive = served
+    md5 = D.md5sum(archive)
+    dest = tmp_path / "dl" / "cifar-10-binary.tar.gz"
+    with pytest.raises(D.DataError, match="MD5"):
+        D.download(url, dest, "0" * 32, progress=False)
+    assert not dest.exists() and not list(dest.parent.glob("*.part"))
+    D.download(url, dest, md5, progress=False)
+    assert D.md5sum(dest) == md5
+    folder = D._extract(dest, dest.parent)
+    assert D.read_bin_folder(folder).y_train[:5].tolist() == [6, 9, 9, 4, 1]
+    assert not list(dest.parent.glob(".extract-*"))
+
+
+def test_not_found_without_network_lists_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CIFARLAB_DATA")
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar10(tmp_path / "nowhere", url="http://127.0.0.1:9/cifar-10-binary.tar.gz")
+    msg = str(e.value)
+    assert "could not download" in msg and str(tmp_path / "nowhere") in msg and "--data" in msg
+    assert not list((tmp_path / "cache").rglob("*.part"))
+
+
+def test_stratified_split_is_balanced_and_seeded(cifar):
+    keep, hold = D.stratified_split(cifar.y_train, 5000, seed=1)
+    assert np.bincount(cifar.y_train[hold]).tolist() == [500] * 10
+    assert len(np.intersect1d(keep, hold)) == 0 and len(keep) + len(hold) == 50000
+    assert np.array_equal(hold, D.stratified_split(cifar.y_train, 5000, seed=1)[1])
+    assert not np.array_equal(hold, D.stratified_split(cifar.y_train, 5000, seed=2)[1])

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from cifarlab import optim as O
+from cifarlab.config import from_dict
+from cifarlab.models import VGG
+
+
+def test_piecewise_follows_keras_boundaries():
+    # the study's step_decay: boundaries 1400, 2800, 10000; values 0.1 .. 0.0001
+    b, v = [1400, 2800, 10000], [0.1, 0.01, 0.001, 0.0001]
+    assert [O.piecewise(s, b, v) for s in (0, 1400, 1401, 2800, 2801, 10000, 10001, 10 ** 6)] == \
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]
+
+
+def test_cosine_values():
+    assert O.cosine(0, 0.1, 100) == pytest.approx(0.1)
+    assert O.cosine(50, 0.1, 100) == pytest.approx(0.05)
+    assert O.cosine(100, 0.1, 100) == pytest.approx(0.0)
+    assert O.cosine(500, 0.1, 100, alpha=0.1) == pytest.approx(0.01)
+
+
+def test_cosine_restarts_periods_double():
+    lr = lambda s: O.cosine_restarts(s, 1.0, 10, t_mul=2.0)  # noqa: E731
+    assert lr(0) == pytest.approx(1.0)
+    assert lr(5) == pytest.approx(0.5)
+    assert lr(10) == pytest.approx(1.0)  # restart
+    assert lr(20) == pytest.approx(0.5)  # middle of the 20-step second period
+    assert lr(30) == pytest.approx(1.0)  # next restart
+    assert O.cosine_restarts(15, 1.0, 10, t_mul=1.0) == pytest.approx(0.5)
+
+
+def test_warmup_then_decay():
+    assert O.warmup_cosine(0, 0.4, 10, 110) == pytest.approx(0.04)
+    assert O.warmup_cosine(9, 0.4, 10, 110) == pytest.approx(0.4)
+    assert O.warmup_cosine(60, 0.4, 10, 110) == pytest.approx(0.2)
+    assert O.warmup_cosine(110, 0.4, 10, 110) == pytest.approx(0.0)
+    assert O.warmup_linear(60, 0.4, 10, 110) == pytest.approx(0.2)
+    assert O.warmup_linear(110, 0.4, 10, 110, alpha=0.1) == pytest.approx(0.04)
+
+
+def test_onecycle_peaks_then_anneals():
+    total = 1000
+    vals = [O.onecycle(s, 1.0, total, pct=0.3) for s in range(total)]
+    assert vals[0] == pytest.approx(1 / 25)
+    assert max(vals) == pytest.approx(1.0) and vals.index(max(vals)) == 300
+    assert vals[-1] < 1e-3
+
+
+def test_build_schedule_uses_epochs_for_piecewise():
+    cfg = from_dict({"schedule": "piecewise", "boundaries": [2, 4], "values": [1.0, 0.5, 0.25],
+                     "boundary_unit": "epochs", "epochs": 6})
+    lr = O.build_schedule(cfg, steps_per_epoch=10)
+    assert (lr(20), lr(21), lr(41)) == (1.0, 0.5, 0.25)
+
+
+def test_l2_penalty_is_keras_sum_of_squares_on_kernels():
+    net = VGG()
+    expected = 0.001 * sum((k ** 2).sum() for k in net.kernels())
+    assert O.l2_penalty(net, 0.001).item() == pytest.approx(expected.item(), rel=1e-6)
+    # output layer and biases are not regularised
+    assert all(k is not net.head[-1].weight for k in net.kernels())
+
+
+def test_decoupled_decay_touches_only_chosen_parameters():
+    net = VGG()
+    cfg = from_dict({"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.5, "decay_on": "kernels", "momentum": 0.0})
+    opt = O.build_optimizer(net, cfg)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    O.decoupled_decay(opt)
+    opt.step()
+    kernels = {id(k) for k in net.kernels()}
+    for n, p in net.named_parameters():
+        factor = 1 - 0.1 * 0.5 if id(p) in kernels else 1.0
+        torch.testing.assert_close(p.detach(), before[n] * factor)
+
+
+def test_adamw_groups_and_keras_defaults():
+    net = VGG()
+    cfg = from_dict({"optimizer": "adamw", "weight_decay": 0.004, "decay_on": "all"})
+    opt = O.build_optimizer(net, cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.004
+    assert opt.param_groups[0]["eps"] == 1e-7
+    cfg = from_dict({"optimizer": "adamw", "weight_decay": 0.004, "decay_on": "weights"})
+    groups = {g["name"]: g for g in O.build_optimizer(net, cfg).param_groups}
+    assert all(p.ndim >= 2 for p in groups["decay"]["params"])
+    assert all(p.ndim == 1 for p in groups["no_decay"]["params"])

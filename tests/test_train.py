@@ -1,0 +1,111 @@
+"""Training on real CIFAR-10 subsets: learning, determinism, the run folder, kill-and-resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from cifarlab.config import apply_overrides, load_preset
+from cifarlab.train import COLUMNS, read_metrics, train
+
+SMALL = ["subset=2000", "val_split=500", "epochs=5", "lr=0.01", "eval_batch_size=500"]
+VALUES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]  # everything but timings
+
+
+def cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "cifarlab", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    p = cli("--preset", "vgg3", "--out", str(out), "--quiet", *SMALL)
+    log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log
+    return out
+
+
+def test_baseline_learns_on_real_subset(tmp_path):
+    cfg = apply_overrides(load_preset("vgg3"), ["subset=4000", "epochs=3", "lr=0.01"])
+    s = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert s["test_acc"] > 0.30, s  # chance is 0.10; the full 10,000-image test set
+    assert s["train_images"] == 4000 and s["val_is_test"] is True
+
+
+def test_run_folder_explains_itself(reference_run):
+    names = {p.name for p in reference_run.iterdir()}
+    assert {"config.yaml", "metrics.csv", "curves.png", "summary.json", "checkpoint.pt"} <= names
+    rows = read_metrics(reference_run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert list(rows[0]) == COLUMNS
+    s = json.loads((reference_run / "summary.json").read_text())
+    for key in ("test_acc", "test_loss", "parameters", "wall_seconds", "device", "versions", "command"):
+        assert key in s
+    assert s["parameters"] == 550_570 and s["train_images"] == 1500 and s["val_is_test"] is False
+    assert s["comparable"] is False  # epochs and subset were scaled away from the preset
+    assert yaml.safe_load((reference_run / "config.yaml").read_text())["subset"] == 2000
+    assert (reference_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_run(reference_run, tmp_path):
+    p = cli("--preset", "vgg3", "--out", str(tmp_path / "again"), "--quiet", *SMALL)
+    log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log
+    a, b = read_metrics(reference_run), read_metrics(tmp_path / "again")
+    assert [[r[k] for k in VALUES] for r in a] == [[r[k] for k in VALUES] for r in b]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference_run, tmp_path):
+    out = tmp_path / "killed"
+    p = cli("--preset", "vgg3", "--out", str(out), "--quiet", *SMALL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").exists():
+        assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()
+    done = len(read_metrics(out))
+    assert 1 <= done < 5
+    r = cli("--resume", str(out), "--quiet")
+    log, _ = r.communicate(timeout=600)
+    assert r.returncode == 0, log
+    assert f"resuming {out} after epoch {done}" in log
+    a, b = read_metrics(reference_run), read_metrics(out)
+    assert [[x[k] for k in VALUES] for x in a] == [[x[k] for k in VALUES] for x in b]
+    sa = json.loads((reference_run / "summary.json").read_text())
+    sb = json.loads((out / "summary.json").read_text())
+    assert (sa["test_acc"], sa["test_loss"]) == (sb["test_acc"], sb["test_loss"])
+    # resuming a finished run changes nothing
+    r = cli("--resume", str(out), "--quiet")
+    log, _ = r.communicate(timeout=120)
+    assert r.returncode == 0 and "already finished" in log
+
+
+def test_combined_model_with_augmentation_and_standardize_trains(tmp_path):
+    cfg = apply_overrides(load_preset("vgg3"), [
+        "subset=1000", "val_split=200", "epochs=1", "batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]",
+        "augment=shift_flip", "norm=standardize", "drop_last=true", "optimizer=adamw",
+        "weight_decay=0.004", "schedule=cosine", "label_smoothing=0.1", "l2=0.001"])
+    s = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert s["steps_per_epoch"] == 800 // 64
+    assert abs(s["norm"]["mean"][0] - 125.3 / 255) < 0.03  # standardised by the training subset's stats
+    assert 0 <= s["test_acc"] <= 1
+
+
+def test_progress_to_a_pipe_prints_lines_not_carriage_returns(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "train", "--preset", "vgg3", "--out",
+                        str(tmp_path / "r"), "subset=2000", "val_split=200", "epochs=1", "batch_size=16"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "\r" not in p.stderr
+    bar_lines = [l for l in p.stderr.splitlines() if l.startswith("epoch 1/1 [")]
+    assert len(bar_lines) >= 2  # a line at each quarter
+    header = next(l for l in p.stdout.splitlines() if l.split()[:2] == ["epoch", "train_loss"])
+    assert "img/s" in header and "lr" in header

@@ -33,6 +33,9 @@ def _isolated_cache(tmp_path_factory, data_dir):
     saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "CIFARLAB_DATA")}
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "cache")
     os.environ["CIFARLAB_DATA"] = str(data_dir)
+    # commands started by tests (python -m cifarlab ...) import this tree too
+    saved["PYTHONPATH"] = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), saved["PYTHONPATH"]]))
     yield
     for k, v in saved.items():
         if v is None:

@@ -10,8 +10,13 @@ import pytest
 
 
 def loopback_only(argv: list[str]) -> list[str]:
-    """argv, wrapped so that it runs with only the loopback interface (up)."""
-    return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    """argv, wrapped so that it runs with only the loopback interface (up).
+
+    Its own PID namespace too: `ray stop` there sees only the Ray it started, and every
+    process left in the namespace (a Ray daemon, say) ends when argv ends.
+    """
+    return ["unshare", "-n", "-p", "-f", "--mount-proc", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+            *argv]
 
 
 def require_loopback_namespace() -> None:
@@ -21,5 +26,5 @@ def require_loopback_namespace() -> None:
     except FileNotFoundError as e:
         pytest.skip(f"no private loopback-only network: {e.filename} is missing")
     if r.returncode != 0:
-        pytest.skip(f"no private loopback-only network (unshare -n + ip link set lo up failed): "
+        pytest.skip(f"no private loopback-only network (unshare -n -p + ip link set lo up failed): "
                     f"{r.stderr.strip()}")

@@ -70,13 +70,23 @@ class Context:
         ids = [device.index] if device.type == "cuda" else None
         return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    def check_batches(self, n: int, cfg) -> None:
+        """Every batch of the epoch (n images) must give each rank at least one image."""
+        if not self.active:
+            return
+        from .config import ConfigError
+        last = n % cfg.batch_size
+        if cfg.batch_size < self.world:
+            raise ConfigError(f"batch_size={cfg.batch_size} is the global batch; it cannot be split over "
+                              f"{self.world} processes")
+        if not cfg.drop_last and 0 < last < self.world:
+            raise ConfigError(f"the epoch's last batch has {last} image(s) for {self.world} processes; "
+                              f"set drop_last=true or another batch_size")
+
     def split_batch(self, xb: torch.Tensor, yb: torch.Tensor):
         """This rank's slice of a global batch, and the weight of its mean loss."""
         if not self.active:
             return xb, yb, 1.0
-        if len(yb) < self.world:
-            raise ValueError(f"a batch of {len(yb)} images cannot be split over {self.world} processes; "
-                             f"raise batch_size or set drop_last=true")
         x, y = xb[self.rank::self.world], yb[self.rank::self.world]
         return x, y, len(y) * self.world / len(yb)
 

@@ -203,6 +203,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     if steps < 1:
         raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
     lr_at = build_schedule(cfg, steps)
+    ddp.check_batches(n, cfg)
     fwd = torch.compile(fwd) if cfg.compile else fwd
 
     history, start_epoch, wall = [], 0, 0.0

@@ -12,9 +12,10 @@ The protocol, chosen so that K processes train the run one process would:
   augmentation from the (seed, epoch) generator, takes the same global batch, and keeps
   its own slice of it (rank r: rows r, r+K, r+2K, ...). Each rank so sees its own
   shard of every epoch.
-- Each rank's loss is weighted by its share of the global batch (x K, since DDP
-  averages gradients over ranks), so the averaged gradient is exactly the gradient of
-  the global batch's mean loss, also for a last batch that does not split evenly.
+- Gradients are combined by a DDP communication hook that weights each rank's by its
+  share of the global batch (sum over ranks of grad_r * n_r / n), so the result is
+  exactly the gradient of the global batch's mean loss, also for a batch that does not
+  split evenly (63 images: 32 + 31).
 - BatchNorm: with `sync_bn=false` (the default) each rank normalises by the statistics
   of its own slice (batch_size / K images), and the running statistics used at
   evaluation are rank 0's (DDP broadcasts them from rank 0 at every forward pass, and
@@ -29,10 +30,22 @@ from __future__ import annotations
 
 import atexit
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+
+class _Share:
+    """This rank's fraction of the current global batch, read by the gradient hook."""
+    fraction = 1.0
+
+
+def _weighted_allreduce(share: _Share, bucket):
+    """DDP comm hook: sum over ranks of grad_r * (n_r / n), the global batch's mean gradient."""
+    t = bucket.buffer()
+    t.mul_(share.fraction)
+    return dist.all_reduce(t, async_op=True).get_future().then(lambda f: f.value()[0])
 
 
 @dataclass
@@ -40,6 +53,7 @@ class Context:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    share: _Share = field(default_factory=_Share)
 
     @property
     def is_main(self) -> bool:
@@ -57,10 +71,14 @@ class Context:
             torch.cuda.set_device(device)
         return device
 
-    def wrap(self, model: torch.nn.Module, cfg, device: torch.device):
-        """(model, forward module): SyncBatchNorm if asked, then DistributedDataParallel."""
+    def wrap(self, model: torch.nn.Module, fwd, cfg, device: torch.device):
+        """(model, forward): SyncBatchNorm if asked, then DistributedDataParallel (compiled if asked).
+
+        SyncBatchNorm conversion keeps the same Parameter objects, so an optimiser built on
+        `model` still holds them; `fwd` (the model or its compiled form) is rebuilt around DDP.
+        """
         if not self.active:
-            return model, model
+            return model, fwd
         if cfg.sync_bn and cfg.batchnorm:
             if device.type != "cuda":
                 from .config import ConfigError
@@ -68,7 +86,9 @@ class Context:
                                   "use sync_bn=false (per-rank BatchNorm statistics)")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
-        return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        wrapped.register_comm_hook(self.share, _weighted_allreduce)
+        return model, torch.compile(wrapped) if cfg.compile else wrapped
 
     def check_batches(self, n: int, cfg) -> None:
         """Every batch of the epoch (n images) must give each rank at least one image."""
@@ -84,11 +104,13 @@ class Context:
                               f"set drop_last=true or another batch_size")
 
     def split_batch(self, xb: torch.Tensor, yb: torch.Tensor):
-        """This rank's slice of a global batch, and the weight of its mean loss."""
+        """This rank's slice of a global batch (its share is noted for the gradient hook)."""
         if not self.active:
-            return xb, yb, 1.0
+            return xb, yb
         x, y = xb[self.rank::self.world], yb[self.rank::self.world]
-        return x, y, len(y) * self.world / len(yb)
+        self.share.fraction = len(y) / len(yb)
+        fmt = torch.channels_last if xb.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return x.contiguous(memory_format=fmt), y
 
     def sum(self, *values):
         """Sum numbers (or scalar tensors) over ranks; returns Python floats."""

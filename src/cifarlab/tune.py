@@ -195,7 +195,9 @@ def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cp
                                                                      random_state=seed),
                                     trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name="trials", storage_path=str(out), verbose=0, callbacks=[_Lines()],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  # a trial whose worker dies is restarted once, from its checkpoint
+                                  failure_config=tune.FailureConfig(max_failures=1)),
     )
     t0 = time.time()
     grid = tuner.fit()

@@ -109,7 +109,7 @@ def _trainable(config: dict, base: dict, data_path):
     """One trial: the base config with the sampled values, trained epoch by epoch."""
     from ray import tune
 
-    from .train import train
+    from .train import read_metrics, train
     cfg = from_dict(config, from_dict(base))
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     resume = False
@@ -139,8 +139,9 @@ def _trainable(config: dict, base: dict, data_path):
 
     summary = train(None if resume else cfg, run_dir, data_path=data_path, resume=resume, log=lambda *a: None,
                     progress=False, command=["cifarlab", "tune"], on_epoch=report)
-    if last:
-        report(last, None, run_dir, test_acc=summary["test_acc"])
+    # The last epoch is reported here, with the test accuracy; when Tune restarted a trial
+    # that had already finished its run, train() returned at once and the row is on disk.
+    report(last or read_metrics(run_dir)[-1], None, run_dir, test_acc=summary["test_acc"])
 
 
 class _Lines:

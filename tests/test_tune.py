@@ -63,6 +63,7 @@ def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
     # trial checkpoints kept by Tune
     assert list((out / "trials").glob("*/checkpoint_*/checkpoint.pt"))
     # the best trial as a preset file that `cifarlab train --config` reads
+    assert "\nbase: vgg3\n" in (out / "best.yaml").read_text()
     best = load_file(out / "best.yaml")
     assert best.lr == pytest.approx(float(rows[0]["lr"]), rel=1e-6)
     assert best.momentum == float(rows[0]["momentum"]) and best.blocks == 3 and best.eval_batch_size == 500

@@ -4,6 +4,7 @@
     cifarlab study --only vgg3,dropout --seeds 3 --workers 2
     cifarlab study --quick                          # every preset, small and short: a pipeline check
     cifarlab study --epochs-scale 0.1 subset=20000  # scaled runs are marked not comparable
+    cifarlab study --backend ray --address HOST:6379   # each run a Ray task (ray_backend.py)
 
     from cifarlab.study import plan, run_job, BACKENDS
     jobs = plan(["vgg3"], seeds=2, overrides=["epochs=2"], study_dir="studies/x")

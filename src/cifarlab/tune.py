@@ -166,10 +166,12 @@ class _Lines:
 
 def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cpus_per_trial: float = 1,
                gpus_per_trial: float = 0, grace_period: int = 1, reduction_factor: float = 2,
-               seed: int = 0, data_path=None, num_cpus=None, baseline: bool = False) -> list[dict]:
+               seed: int = 0, data_path=None, num_cpus=None, baseline: bool = False,
+               preset: str | None = None) -> list[dict]:
     """Run the search; returns the table rows, best first, and writes tune.csv and best.yaml.
 
     baseline: the first trial takes the preset's own values, a reference at the same budget.
+    preset: the preset name base_cfg came from (best.yaml then says `base: preset`).
     """
     from .cluster import connect
     # Tune warns when a trial checkpoints every few seconds; with small epochs that is the design.
@@ -220,7 +222,8 @@ def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cp
     ok = [x for x in rows if x["status"] != "error"]
     if not ok:
         raise RuntimeError(f"every trial failed; see the error.txt files under {out / 'trials'}")
-    write_best(out / "best.yaml", base_cfg, {k: ok[0][k] for k in keys}, ok[0], samples, time.time() - t0)
+    write_best(out / "best.yaml", base_cfg, {k: ok[0][k] for k in keys}, ok[0], samples, time.time() - t0,
+               preset)
     return rows
 
 
@@ -249,11 +252,12 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seconds: float) -> None:
-    """The best trial as a preset file: the searched preset, the fixed overrides, the found values."""
-    from .config import load_preset, preset_names
+def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seconds: float,
+               parent: str | None = None) -> None:
+    """The best trial as a preset file: `base: parent` (a preset name; else every setting
+    is written out), the fixed overrides, the found values."""
+    from .config import load_preset
     d = to_dict(base_cfg)
-    parent = base_cfg.name if base_cfg.name in preset_names() else None
     ref = to_dict(load_preset(parent)) if parent else to_dict(from_dict({}))
     changed = {k: v for k, v in d.items() if k not in BUDGET_KEYS and v != ref.get(k)}
     changed.update(values)
@@ -266,7 +270,10 @@ def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seco
         body["base"] = parent
     body["description"] = f"{parent or base_cfg.name} tuned: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     body.update(changed)
-    path.write_text(head + yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
+    # one key a line, lists inline, as the preset files are written
+    path.write_text(head + "".join(
+        f"{k}: {yaml.safe_dump(v, default_flow_style=True, width=1000).strip()}\n" if isinstance(v, (list, dict))
+        else yaml.safe_dump({k: v}, default_flow_style=False, width=1000) for k, v in body.items()))
 
 
 def add_parser(sub) -> None:
@@ -327,7 +334,8 @@ def cmd_tune(args) -> int:
           f"validation on {cfg.val_split} held-out training images; searching "
           + ", ".join(args.param) + f" -> {out}", flush=True)
     rows = run_search(cfg, params, args.samples, out, args.address, args.cpus_per_trial, args.gpus_per_trial,
-                      args.grace_period, args.reduction_factor, args.seed, data, args.cpus, args.baseline)
+                      args.grace_period, args.reduction_factor, args.seed, data, args.cpus, args.baseline,
+                      None if is_file else args.preset)
     print(format_table(rows))
     print(f"table: {out / 'tune.csv'}   best config: {out / 'best.yaml'}  "
           f"(cifarlab train --config {out / 'best.yaml'})")

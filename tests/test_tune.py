@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from cifarlab.config import ConfigError, load_file
 from cifarlab.tune import parse_param
@@ -39,6 +40,7 @@ def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "cifarlab", "tune", "vgg3", "eval_batch_size=500",
            "--param", "lr=loguniform(1e-3,1e-1)", "--param", "momentum=choice(0.0,0.9)",
+           "--param", "widths=choice([16,32,64],[32,64,128])",  # list values: passed to Tune as text
            "--samples", "3", "--epochs", "2", "--subset", "600", "--baseline", "--cpus", "2",
            "--out", str(out)]
     p = subprocess.run(loopback_only(cmd), capture_output=True, text=True, timeout=600)
@@ -48,9 +50,12 @@ def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
     assert len(rows) == 3
     accs = [float(r["val_acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)  # best first
-    assert any(float(r["lr"]) == 0.001 and float(r["momentum"]) == 0.9 for r in rows)  # --baseline: vgg3's own
+    assert any(float(r["lr"]) == 0.001 and float(r["momentum"]) == 0.9 and yaml.safe_load(r["widths"]) == [32, 64, 128]
+               for r in rows)  # --baseline: vgg3's own values
     for r in rows:
         assert 1e-3 <= float(r["lr"]) <= 0.1 and r["status"] in ("finished", "stopped early")
+        assert yaml.safe_load(r["widths"]) in ([16, 32, 64], [32, 64, 128])
+        assert load_file(f"{r['run']}/config.yaml").widths == yaml.safe_load(r["widths"])
         with open(f"{r['run']}/metrics.csv") as f:
             assert len(list(csv.DictReader(f))) == int(r["epochs"]) >= 1
         if r["status"] == "finished":
@@ -67,5 +72,6 @@ def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
     best = load_file(out / "best.yaml")
     assert best.lr == pytest.approx(float(rows[0]["lr"]), rel=1e-6)
     assert best.momentum == float(rows[0]["momentum"]) and best.blocks == 3 and best.eval_batch_size == 500
+    assert best.widths == yaml.safe_load(rows[0]["widths"])
     assert best.epochs == 100  # the search's budget is not carried into the preset
     assert "val_acc" in p.stdout and "best config" in p.stdout

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -84,12 +85,26 @@ def _is_float(s: str) -> bool:
         return False
 
 
+def encoded_keys(params) -> set:
+    """Keys whose values are lists (boundaries, values, ...): Tune sees them as JSON text,
+    since it would read a list inside a trial's values as more parameters."""
+    return {key for key, kind, args in params if kind in ("choice", "grid")
+            and any(isinstance(a, (list, dict)) for a in args)}
+
+
+def decode(config: dict, encoded: set) -> dict:
+    return {k: (json.loads(v) if k in encoded else v) for k, v in config.items()}
+
+
 def search_space(params: list[tuple[str, str, list]]) -> dict:
     from ray import tune
     space = {}
+    encoded = encoded_keys(params)
     for key, kind, args in params:
         if key in space:
             raise ConfigError(f"--param {key} is given twice")
+        if key in encoded:
+            args = [json.dumps(a) for a in args]
         if kind == "grid":
             space[key] = tune.grid_search(args)
         elif kind == "choice":
@@ -105,12 +120,12 @@ def default_val_split(cfg) -> int:
     return max(10, n // 10 // 10 * 10)
 
 
-def _trainable(config: dict, base: dict, data_path):
+def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
     """One trial: the base config with the sampled values, trained epoch by epoch."""
     from ray import tune
 
     from .train import read_metrics, train
-    cfg = from_dict(config, from_dict(base))
+    cfg = from_dict(decode(config, encoded), from_dict(base))
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     resume = False
     ckpt = tune.get_checkpoint()
@@ -184,9 +199,12 @@ def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cp
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     base = to_dict(base_cfg)
-    trainable = tune.with_resources(tune.with_parameters(_trainable, base=base, data_path=data_path),
+    encoded = encoded_keys(params)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, base=base, data_path=data_path,
+                                                         encoded=encoded),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    points = [{k: getattr(base_cfg, k) for k, _, _ in params}] if baseline else None
+    points = [{k: (json.dumps(getattr(base_cfg, k)) if k in encoded else getattr(base_cfg, k))
+               for k, _, _ in params}] if baseline else None
     if baseline and any(kind == "grid" for _, kind, _ in params):
         raise ConfigError("--baseline and grid(...) do not mix: a grid already lists its values")
     scheduler = ASHAScheduler(time_attr="epoch", max_t=base_cfg.epochs, grace_period=grace_period,
@@ -208,8 +226,9 @@ def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cp
     rows = []
     for r in grid:
         m = r.metrics or {}
+        conf = decode(r.config, encoded)
         df = r.metrics_dataframe
-        rows.append({"trial": m.get("trial_id", Path(r.path).name), **{k: r.config.get(k) for k in keys},
+        rows.append({"trial": m.get("trial_id", Path(r.path).name), **{k: conf.get(k) for k in keys},
                      "epochs": m.get("epoch", 0), "val_acc": m.get("val_acc", float("nan")),
                      "val_loss": m.get("val_loss", float("nan")), "train_loss": m.get("train_loss", float("nan")),
                      "best_val_acc": float(df["val_acc"].max()) if df is not None and len(df) else float("nan"),

@@ -180,9 +180,16 @@ def run_job(job: Job) -> dict:
 # --- backends --------------------------------------------------------------------------
 
 def _watch_parent(parent: int) -> None:
-    """Worker initialiser: exit when the study process is gone (killed with -9, say),
-    so no orphan keeps training; its run resumes from the last checkpoint next time."""
-    def watch():
+    """Worker initialiser: die with the study process (killed with -9, say), so no
+    orphan keeps training; its run resumes from the last checkpoint next time."""
+    if sys.platform.startswith("linux"):  # the kernel sends SIGKILL the moment the parent dies
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+    def watch():  # elsewhere (and as a fallback): poll
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def curves(history: list[dict], path: Path, title: str = "") -> None:
@@ -25,6 +26,7 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
     b.set_title("Classification Accuracy")
     for ax in (a, b):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -52,6 +54,7 @@ def overlay(series: dict[str, list[dict]], path: Path, title: str = "", key: str
         ax.plot(epochs, [r[key] for r in history], label=name, marker="o" if len(epochs) < 30 else None,
                 markersize=3)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy" if key == "val_acc" else key)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

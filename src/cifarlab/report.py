@@ -222,7 +222,12 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
     best = max((r for n in names for r in runs[n]), key=lambda r: r["summary"]["test_acc"])
-    b = best_run_analysis(best, data_path)
+    from .data import DataError
+    try:
+        b = best_run_analysis(best, data_path)
+    except (FileNotFoundError, DataError) as e:  # no checkpoint or no test set: the rest still stands
+        out["best_error"] = f"{best['dir']}: {e}"
+        return out
     b["name"] = f"{best['dir'].parent.name}/{best['dir'].name}"
     b["comparable"] = best["summary"].get("comparable", True)
     plots.per_class(b["per_class"], fig_dir / "best-per-class.png", title=f"{b['name']}: accuracy per class")
@@ -283,9 +288,14 @@ def _settings_line(rep: dict) -> str:
     st = rep["meta"].get("settings", {})
     invs = rep["meta"].get("invocations", [])
     wall = sum(i.get("wall_seconds") or 0 for i in invs)
+    open_ = sum(i.get("finished") is None for i in invs)
+    runs = sum(r["wall_seconds"] * r["n"] for r in rep["rows"])
     parts = [f"overrides: {' '.join(st.get('overrides') or []) or 'none'}",
              f"epochs scale: {st.get('epochs_scale', 1.0)}", f"quick: {'yes' if st.get('quick') else 'no'}",
-             f"invocations: {len(invs)}, study wall time {_duration(wall)}"]
+             f"{len(invs)} invocation(s)" + (f", {_duration(wall)} wall time in those that ended"
+                                             if len(invs) > open_ else "")
+             + (f", {open_} still running or interrupted" if open_ else ""),
+             f"the finished runs' own training time adds up to {_duration(runs)}"]
     return "; ".join(parts)
 
 
@@ -315,6 +325,8 @@ def render_md(rep: dict) -> str:
                table(*stats_table(rep)), ""]
     else:
         md += ["No pair of experiments has two or more seeds each; run `cifarlab study --seeds 2` or more.", ""]
+    if rep.get("best_error"):
+        md += [f"Best run not analysed: {rep['best_error']}", ""]
     if rep["best"]:
         b = rep["best"]
         md += [f"## Best run: {b['name']} ({100 * b['test_acc']:.2f}%{'' if b['comparable'] else '†'})", "",
@@ -389,6 +401,8 @@ def render_html(rep: dict, study_dir: Path) -> str:
     else:
         parts.append("<p>No pair of experiments has two or more seeds each; run <code>cifarlab study --seeds 2"
                      "</code> or more.</p>")
+    if rep.get("best_error"):
+        parts.append(f"<p>Best run not analysed: {e(rep['best_error'])}</p>")
     if rep["best"]:
         b = rep["best"]
         parts.append(f"<h2>Best run: {e(b['name'])} ({100 * b['test_acc']:.2f}%"

@@ -106,3 +106,15 @@ def test_other_settings_on_the_same_folder_are_refused(small_study):
     p = subprocess.run([sys.executable, "-m", "cifarlab", "study", "--out", str(small_study["dir"]),
                         "--only", "vgg3", "subset=2000"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "was made with" in p.stderr
+
+
+def test_a_failing_run_is_reported_and_logged(tmp_path, capsys):
+    from cifarlab.cli import main
+    out = tmp_path / "s"
+    # 20 images make no full batch of 64 with drop_last: train() refuses, the study goes on
+    rc = main(["study", "--out", str(out), "--only", "vgg3", "--backend", "inline", "subset=20", "drop_last=true"])
+    log = capsys.readouterr().out
+    assert rc == 1 and "vgg3/seed0: failed" in log and "make no batch" in log
+    assert "Traceback" in (out / "runs/vgg3/seed0/train.log").read_text()
+    meta = json.loads((out / "study.json").read_text())
+    assert meta["invocations"][0]["counts"]["failed"] == 1

@@ -118,3 +118,14 @@ def test_a_failing_run_is_reported_and_logged(tmp_path, capsys):
     assert "Traceback" in (out / "runs/vgg3/seed0/train.log").read_text()
     meta = json.loads((out / "study.json").read_text())
     assert meta["invocations"][0]["counts"]["failed"] == 1
+
+
+def test_jobs_and_the_job_function_travel_to_other_processes():
+    import pickle
+    from cifarlab.study import BACKENDS, plan, run_job
+    jobs = plan(["vgg3", "dropout"], 2, ["epochs=1"], "studies/x", workers=2)
+    assert [j.label for j in jobs] == ["vgg3/seed0", "vgg3/seed1", "dropout/seed0", "dropout/seed1"]
+    assert jobs[0].run_dir.endswith("runs/vgg3/seed0") and jobs[0].threads >= 1
+    assert pickle.loads(pickle.dumps(jobs)) == jobs
+    assert pickle.loads(pickle.dumps(run_job)) is run_job  # importable by name, as a Ray task needs
+    assert {"local", "inline"} <= set(BACKENDS)

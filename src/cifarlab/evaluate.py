@@ -110,7 +110,11 @@ def cmd_evaluate(args) -> int:
     if not (run / "checkpoint.pt").is_file():
         raise UsageError(f"{run}: not a run folder with a checkpoint.pt (evaluate an exported model "
                          f"from Python: cifarlab.load(PATH).evaluate())")
-    r, files = evaluate_run(run, tta=args.tta, data=args.data, device=args.device)
+    from .predict import ModelError
+    try:
+        r, files = evaluate_run(run, tta=args.tta, data=args.data, device=args.device)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
     print(f"{run}: checkpoint of epoch {r['epoch']}, {r['images']:,} test images, {r['device']}"
           + (", flip TTA" if args.tta else ""))
     print(f"{'class':<12} {'accuracy':>8}")

@@ -229,7 +229,11 @@ def load(path, device: str = "auto") -> Model:
 
 def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Module, torch.device]:
     from .train import pick_device
-    dev = pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
+    try:
+        dev = pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
+    except RuntimeError as e:
+        raise ModelError(str(e).replace("device=", "--device ").replace("use --device cpu", "use --device cpu "
+                                                                        "or auto")) from None
     net = net.to(dev)
     if config.get("channels_last", True):  # the memory format the run trained and tested in
         net = net.to(memory_format=torch.channels_last)

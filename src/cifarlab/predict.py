@@ -86,6 +86,8 @@ def as_batch(x) -> tuple[torch.Tensor, list[str]]:
     if isinstance(x, (str, Path, Image.Image)):
         x = [x]
     if isinstance(x, (list, tuple)) and not all(isinstance(i, (str, Path, Image.Image)) for i in x):
+        if any(isinstance(i, (str, Path, Image.Image)) for i in x):
+            raise ImageError("a list holds either file paths and PIL images or arrays, not both")
         x = np.stack([np.asarray(i) for i in x])
     if isinstance(x, (list, tuple)):
         arrays = [load_image(i) if not isinstance(i, Image.Image) else _to_array(i) for i in x]

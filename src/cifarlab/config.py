@@ -82,6 +82,7 @@ class Config:
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1000
     checkpoint_every: int = 1  # epochs between checkpoints
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (GPUs only), not per rank
     comparable: bool = True  # False once epochs/subset are scaled away from the preset (set by cifarlab)
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, distributed
 from .augment import augment_batch, normalize
 from .config import Config, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
@@ -155,7 +155,7 @@ def _row(r: dict) -> str:
 
 
 def setup_threads(cfg: Config) -> None:
-    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or os.cpu_count() or 1
+    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or distributed.cores_per_process()
     torch.set_num_threads(n)
 
 
@@ -196,7 +196,12 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None) -> dict:
+          progress: bool = True, command: list[str] | None = None, on_epoch=None) -> dict:
+    """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
+
+    on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
+    (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
+    """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     state = None
@@ -211,21 +216,27 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     if cfg is None:
         raise ValueError("train() needs a config unless it resumes a run folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
+    if not ddp.is_main:  # rank 0 alone speaks and writes
+        log, progress = (lambda *a, **k: None), False
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     setup_threads(cfg)
-    device = pick_device(cfg.device)
+    device = ddp.device(pick_device(cfg.device))
     amp = amp_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)
+    model, fwd = ddp.wrap(model, fwd, cfg, device)  # DistributedDataParallel under torchrun
     n_params = count_parameters(model)
     n = len(data.y_train)
     steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps < 1:
         raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
     lr_at = build_schedule(cfg, steps)
+    ddp.check_batches(n, cfg)
 
     history, start_epoch, wall = [], 0, 0.0
     if state is not None:
@@ -237,7 +248,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     elif resume:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     log(f"{cfg.name}: {n_params:,} parameters, {n} training images, {steps} steps/epoch, "
-        f"device {_device_name(device)}")
+        f"device {_device_name(device)}" + (f" x {ddp.world} processes" if ddp.active else ""))
     _header(log)
     for r in history:
         log(_row(r))
@@ -257,7 +268,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             step = epoch * steps + i
             lr = lr_at(step)
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = make_batch(data, idx, cfg, gen)
+            xb, yb = ddp.split_batch(*make_batch(data, idx, cfg, gen))  # this rank's slice (all of it alone)
             total, out = train_step(model, fwd, opt, xb, yb, cfg, lr, amp)
             with torch.no_grad():
                 loss_sum += total * len(yb)
@@ -268,17 +279,18 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             elif progress and i == steps - 1:
                 bar.update(steps % 50 or 50)
         bar.close()
+        loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
         train_seconds = time.perf_counter() - t0
-        val = evaluate(model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
-                       cfg.channels_last, amp)
+        val = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
+                           cfg.channels_last, amp)
         dt = time.perf_counter() - t0
         wall += dt
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
                "images_per_second": seen / train_seconds, "wall_seconds": wall}
         history.append(row)
         log(_row(row))
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+        if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             write_metrics(run_dir, history)
             checkpoint.save(ckpt_path, {
                 "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -286,9 +298,11 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
                 "wall_seconds": wall, "rng": checkpoint.rng_state(),
                 "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions()})
             _plot(run_dir, history, cfg)
+        if on_epoch is not None and ddp.is_main:
+            on_epoch(row, model, run_dir)
 
-    test = evaluate(model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
-                    cfg.channels_last, amp)
+    test = ddp.evaluate(evaluate, model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
+                        cfg.channels_last, amp)
     summary = {
         "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"],
         "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
@@ -298,7 +312,11 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
     }
-    checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    if ddp.active:
+        summary["processes"] = ddp.world
+    if ddp.is_main:
+        checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
     log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")
     return summary
 

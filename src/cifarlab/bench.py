@@ -285,7 +285,10 @@ def keras_available(python: str) -> str | None:
 # --- the bench -------------------------------------------------------------------------
 
 def bench_model(name: str, contenders, reps: int, steps: int, subset: int, device, log=print,
-                keras_python: str | None = None, plain_workers: int = 0, warmup: int = 5) -> dict:
+                keras_python: str | None = None, plain_workers: int = 0, warmup: int = 5,
+                probe=None) -> dict:
+    """Alternate the contenders `reps` times; `probe()`, when given, runs once per repetition too
+    (the peak's matmul, so it samples the same machine load as the contenders)."""
     cfg = bench_config(MODELS[name], [f"device={device.type}"], subset)
     if subset < (steps + warmup) * cfg.batch_size:  # every step a full, distinct batch
         raise ValueError(f"subset={subset} is too small for {steps}+{warmup} steps of {cfg.batch_size}")
@@ -310,6 +313,8 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
         for rep in range(reps):
             for k, r in runners.items():
                 samples[k].append(r.run(steps))
+            if probe:
+                probe()
             log(f"  {name} rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()))
     finally:
         if "keras" in runners:
@@ -355,11 +360,13 @@ def run(args, log=print) -> dict:
     log(f"device: {result['device']}")
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"
-    elif not args.no_peak:
-        result["peak_gflops"], result["peak_source"] = measure_peak_gflops(device), "measured fp32 sgemm 2048"
-    peak = result.get("peak_gflops")
-    if peak:
-        log(f"peak: {peak:.0f} GFLOP/s ({result['peak_source']})")
+    probe = None
+    if not args.peak_gflops and not args.no_peak:
+        # A shared machine lowers any one measurement: sample the matmul rate once per repetition
+        # and keep the best, the closest to what the cores give when nothing else runs.
+        peaks = result["peak_samples"] = [measure_peak_gflops(device)]
+        probe = lambda: peaks.append(measure_peak_gflops(device, seconds=1.0))  # noqa: E731
+        result["peak_source"] = "measured: best fp32 sgemm 2048 over the run"
     contenders = [c for c in args.contenders.split(",") if c]
     bad = sorted(set(contenders) - set(CONTENDERS))
     if bad:
@@ -368,15 +375,19 @@ def run(args, log=print) -> dict:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
         m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
-                        args.keras_python, args.plain_workers)
+                        args.keras_python, args.plain_workers, probe=probe)
         own = m.pop("_own")
         if not args.no_eval:
             m["eval_fp32"] = eval_seconds(own)
             if device.type == "cpu" and torch.backends.mkldnn.is_available():
                 m["eval_bf16"] = eval_seconds(own, torch.bfloat16)
+        result["models"].append(m)
+    if probe:
+        result["peak_gflops"] = max(result["peak_samples"])
+    peak = result.get("peak_gflops")
+    for m in result["models"]:
         for r in m["rows"]:
             r["fraction_of_peak"] = r["gflops"] / peak if peak else None
-        result["models"].append(m)
     if args.runs:
         result["time_to_accuracy"] = []
         for d in args.runs:

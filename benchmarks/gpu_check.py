@@ -32,7 +32,7 @@ STUDY = {
     "cosine_restarts": (400, "combined"), "step_decay": (400, "combined"),
     "bn_dropout_swapped": (100, "combined"), "bn_only": (100, "combined"), "dropout_only": (100, "combined"),
 }
-ENGINES = {"fp32": ["amp=off"], "bf16": ["amp=bf16"], "bf16+compile": ["amp=bf16", "compile=true"]}
+ENGINES = {"fp32": ['amp="off"'], "bf16": ["amp=bf16"], "bf16+compile": ["amp=bf16", "compile=true"]}
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ import torch
 from cifarlab import bench
 from cifarlab.config import apply_overrides, load_preset
 from cifarlab.models import build_model
+from cifarlab.train import COLUMNS, write_metrics
 
 
 def parse(*argv):
@@ -58,9 +59,13 @@ def test_flops_counted_from_layer_shapes():
     assert bench.forward_flops(combined) == fwd  # BN is not counted: no multiply-accumulate
 
 
-def test_time_to_accuracy():
-    hist = [{"epoch": e, "val_acc": a, "wall_seconds": 10.0 * e} for e, a in [(1, 0.5), (2, 0.86), (3, 0.881)]]
-    assert bench.time_to_accuracy(hist, 0.88) == {"epoch": 3, "wall_seconds": 30.0, "acc": 0.881}
+def test_time_to_accuracy_of_run_folders(tmp_path):
+    hist = [{k: 0.0 for k in COLUMNS} | {"epoch": e, "val_acc": a, "wall_seconds": 10.0 * e}
+            for e, a in [(1, 0.5), (2, 0.86), (3, 0.881)]]
+    write_metrics(tmp_path, hist)
+    r = bench.run(parse("--runs", str(tmp_path), "--target", "0.88"), log=lambda *a: None)
+    assert r["models"] == [] and "peak_gflops" not in r  # --runs alone: no throughput measured
+    assert r["time_to_accuracy"][0]["reached"] == {"epoch": 3, "wall_seconds": 30.0, "acc": 0.881}
     assert bench.time_to_accuracy(hist, 0.9) is None
 
 

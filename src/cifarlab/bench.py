@@ -3,7 +3,7 @@
     cifarlab bench                                   # both models, all contenders, 5 repetitions
     cifarlab bench --models vgg3 --reps 3 --steps 40 --keras-python /path/to/venv/bin/python
     cifarlab bench --peak-gflops 157 --json bench.json
-    cifarlab bench --runs runs/fast_combined-* --target 0.88   # time-to-accuracy of run folders
+    cifarlab bench --runs runs/fast_combined-* --target 0.88   # only the time-to-accuracy of run folders
 
 Contenders, on the same images, model and batch (64, fp32, SGD lr 0.001 momentum 0.9):
 - cifarlab: train.py's own `make_batch` + `train_step` (uint8 data, batch augmentation);
@@ -353,6 +353,8 @@ def time_to_accuracy(history: list[dict], target: float, key: str = "val_acc") -
 
 
 def run(args, log=print) -> dict:
+    models = [m for m in (args.models if args.models is not None else
+                          "" if args.runs else "vgg3,combined").split(",") if m]
     setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
     device = torch.device(args.device)
     result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
@@ -361,7 +363,7 @@ def run(args, log=print) -> dict:
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"
     probe = None
-    if not args.peak_gflops and not args.no_peak:
+    if not args.peak_gflops and not args.no_peak and models:
         # A shared machine lowers any one measurement: sample the matmul rate once per repetition
         # and keep the best, the closest to what the cores give when nothing else runs.
         peaks = result["peak_samples"] = [measure_peak_gflops(device)]
@@ -371,7 +373,7 @@ def run(args, log=print) -> dict:
     bad = sorted(set(contenders) - set(CONTENDERS))
     if bad:
         raise ValueError(f"unknown contender {', '.join(bad)}; choose from: {', '.join(CONTENDERS)}")
-    for name in args.models.split(","):
+    for name in models:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
         m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
@@ -430,7 +432,7 @@ def report(result: dict) -> str:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="training throughput: cifarlab vs a plain PyTorch loop vs Keras",
                        description=__doc__.split("\n\n")[1], formatter_class=__import__("argparse").RawTextHelpFormatter)
-    p.add_argument("--models", default="vgg3,combined", help="comma list of: vgg3, combined")
+    p.add_argument("--models", help="comma list of: vgg3, combined (default both; none with --runs alone)")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of: " + ", ".join(CONTENDERS))
     p.add_argument("--reps", type=int, default=5, help="alternating repetitions (default 5)")
     p.add_argument("--steps", type=int, default=50, help="steps of batch 64 per repetition (default 50)")

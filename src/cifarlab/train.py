@@ -161,6 +161,8 @@ def setup_threads(cfg: Config) -> None:
 
 def build_training(cfg: Config, device: torch.device):
     """The model on `device` in the config's memory format, its forward (compiled or not), its optimiser."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned conv algorithms pay back at once
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

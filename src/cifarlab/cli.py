@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = []  # modules that add their own sub-command
+VERBS = ["study"]  # modules that add their own sub-command
 
 
 class UsageError(Exception):

@@ -177,6 +177,44 @@ def setup_threads(cfg: Config) -> None:
     torch.set_num_threads(n)
 
 
+def build_training(cfg: Config, device: torch.device):
+    """The model on `device` in the config's memory format, its forward (compiled or not), its optimiser."""
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if cfg.compile else model
+    return model, fwd, build_optimizer(model, cfg)
+
+
+def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator, flip_mask=None):
+    """The training batch at `idx`: augmented, normalised, in the config's memory format.
+
+    flip_mask: which of these images to mirror (alt_flip), instead of a coin toss."""
+    xb = augment_batch(data.x_train[idx], cfg.augment, gen, cfg.shift, cfg.crop_pad, flip_mask)
+    xb = normalize(xb, data.mean, data.std)
+    if cfg.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    return xb, data.y_train[idx]
+
+
+def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config, lr: float, amp=None):
+    """One optimiser step: learning rate, forward, loss, backward, decay, step.
+
+    `fwd` is the model or its compiled form. Returns the loss (with any L2 term) and the
+    logits, both detached and left on the device: reading them is the caller's host sync.
+    """
+    set_lr(opt, lr)
+    with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
+        out = fwd(xb)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+    total = loss + l2_penalty(model, cfg.l2)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    decoupled_decay(opt)
+    opt.step()
+    return total.detach(), out.detach()
+
+
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
           progress: bool = True, command: list[str] | None = None) -> dict:
     run_dir = Path(run_dir)
@@ -202,17 +240,13 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     amp = amp_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
-    model = build_model(cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, fwd, opt = build_training(cfg, device)
     n_params = count_parameters(model)
-    opt = build_optimizer(model, cfg)
     n = len(data.y_train)
     steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps < 1:
         raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
     lr_at = build_schedule(cfg, steps)
-    fwd = torch.compile(model) if cfg.compile else model
     # fast94 hooks: the first layer learns from the data; an optional Lookahead averager.
     if state is None and hasattr(model, "init_from_data"):
         model.init_from_data(data.x_train, data.mean, data.std)
@@ -252,26 +286,13 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         for i in range(steps):
             step = epoch * steps + i
             lr = lr_at(step)
-            set_lr(opt, lr)
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb = augment_batch(data.x_train[idx], cfg.augment, gen, cfg.shift, cfg.crop_pad,
-                               None if flips is None else flips[idx])
-            xb = normalize(xb, data.mean, data.std)
-            if cfg.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = data.y_train[idx]
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out = fwd(xb)
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
-            total = loss + l2_penalty(model, cfg.l2)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            decoupled_decay(opt)
-            opt.step()
+            xb, yb = make_batch(data, idx, cfg, gen, None if flips is None else flips[idx])
+            total, out = train_step(model, fwd, opt, xb, yb, cfg, lr, amp)
             if lookahead is not None:
                 lookahead.step(step, cfg.epochs * steps)
             with torch.no_grad():
-                loss_sum += total.detach() * len(yb)
+                loss_sum += total * len(yb)
                 correct += (out.argmax(1) == yb).sum()
             seen += len(yb)
             if progress and i % 50 == 49:

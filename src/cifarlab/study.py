@@ -1,0 +1,339 @@
+"""Run the study: every (preset, seed) pair into one study folder, resumable, in parallel.
+
+    cifarlab study                                  # all presets, 1 seed, full length
+    cifarlab study --only vgg3,dropout --seeds 3 --workers 2
+    cifarlab study --quick                          # every preset, small and short: a pipeline check
+    cifarlab study --epochs-scale 0.1 subset=20000  # scaled runs are marked not comparable
+
+    from cifarlab.study import plan, run_job, BACKENDS
+    jobs = plan(["vgg3"], seeds=2, overrides=["epochs=2"], study_dir="studies/x")
+    results = BACKENDS["local"](jobs, workers=2)
+
+Layout: STUDY_DIR/study.json (settings and every invocation), and one ordinary run
+folder per job, STUDY_DIR/runs/<preset>/seed<k>/ (see train.py). A run folder with
+summary.json is finished and skipped; one with checkpoint.pt resumes; a run folder
+in use by another process (an flock on its .lock) is left alone.
+
+Execution is a plain function `run_job(job)` (importable and picklable, so any
+backend can call it: worker processes here, Ray tasks elsewhere) and a backend, a
+function `(jobs, workers, on_result) -> results` registered in BACKENDS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+import multiprocessing as mp
+
+from . import checkpoint
+
+# The study's experiment table, in its order; presets outside it follow, by name.
+STUDY_ORDER = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
+               "dropout_augmentation", "combined", "centered", "adam", "adamw", "cosine", "cosine_restarts",
+               "step_decay", "warmup_cosine", "bn_dropout_swapped", "bn_only", "dropout_only"]
+
+# --quick: every preset on 2 CPU cores in about 30 minutes. A class-balanced 5,000-image
+# subset (4,500 train, 500 held out for the per-epoch curves, so validation costs
+# 0.1 s an epoch instead of 2.5 s), each preset's epochs scaled by 1/50 (100 -> 2,
+# 400 -> 8), two seeds so the statistics have something to test.
+QUICK_OVERRIDES = ["subset=5000", "val_split=500"]
+QUICK_EPOCHS_SCALE = 0.02
+QUICK_SEEDS = 2
+# Settings that must agree between invocations on one study folder (the rest, such
+# as --only, --seeds and --workers, may change: they add or schedule runs).
+SETTINGS = ("overrides", "epochs_scale", "quick")
+
+
+class StudyError(ValueError):
+    """A bad study command or a study folder made with other settings."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: a preset at one seed with the study's overrides, into run_dir."""
+    preset: str
+    seed: int
+    overrides: tuple = ()  # key=value strings, applied after the preset
+    run_dir: str = ""
+    epochs_scale: float = 1.0
+    data_path: str | None = None
+    threads: int = 0  # CPU threads for this run (0: all cores)
+    command: tuple = ()  # the study command that planned it, kept in the run's summary.json
+
+    @property
+    def label(self) -> str:
+        return f"{self.preset}/seed{self.seed}"
+
+
+def ordered_presets(names=None) -> list[str]:
+    from .config import preset_names
+    known = preset_names()
+    if names:
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise StudyError(f"unknown preset{'s' if len(bad) > 1 else ''} {', '.join(bad)}; "
+                             f"choose from: {', '.join(known)}")
+        pool = names
+    else:
+        pool = known
+    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
+    return sorted(dict.fromkeys(pool), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def scale_overrides(cfg, scale: float) -> list[str]:
+    """key=value overrides that shorten (or lengthen) a preset by `scale`, keeping its shape.
+
+    Epoch-denominated lengths (warm-up, cosine period, piecewise boundaries in epochs)
+    scale with the run; boundaries given in optimiser steps stay where the source put them.
+    """
+    if scale == 1.0:
+        return []
+    out = [f"epochs={max(1, round(cfg.epochs * scale))}"]
+    if cfg.warmup_epochs:
+        out.append(f"warmup_epochs={cfg.warmup_epochs * scale!r}")
+    if cfg.decay_epochs:
+        out.append(f"decay_epochs={cfg.decay_epochs * scale!r}")
+    if cfg.schedule == "piecewise" and cfg.boundary_unit == "epochs":
+        out.append(f"boundaries={[b * scale for b in cfg.boundaries]}")
+    return out
+
+
+def job_config(job: Job):
+    """The resolved config of a job: preset, epoch scale, overrides, seed.
+
+    cli.resolve_config marks a run whose epochs or subset differ from its preset as
+    not comparable to the references.
+    """
+    from .cli import resolve_config
+    from .config import load_preset
+    if "seed" in {o.partition("=")[0].strip() for o in job.overrides}:
+        raise StudyError("seed= is set per run by the study; use --seeds N")
+    scale = scale_overrides(load_preset(job.preset), job.epochs_scale)
+    cfg = resolve_config(job.preset, None, scale + list(job.overrides))
+    cfg.seed = job.seed
+    return cfg
+
+
+def run_status(run_dir) -> str:
+    """finished (summary.json), partial (checkpoint.pt), or new."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").is_file():
+        return "finished"
+    if (run_dir / "checkpoint.pt").is_file():
+        return "partial"
+    return "new"
+
+
+def run_job(job: Job) -> dict:
+    """Run one job to the end in this process; never recompute a finished run.
+
+    Returns {"job", "status": skipped|trained|resumed|busy|failed, "seconds",
+    "test_acc", "error"}. The run's own output goes to run_dir/train.log.
+    """
+    from .train import train
+    run_dir = Path(job.run_dir)
+    out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
+    if run_status(run_dir) == "finished":
+        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
+        return out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another process (an older study still running?) has it
+        lock.close()
+        out["status"] = "busy"
+        return out
+    if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
+        os.environ["CIFARLAB_THREADS"] = str(job.threads)
+    t0 = time.perf_counter()
+    try:
+        with open(run_dir / "train.log", "a") as logf:
+            def log(*a):
+                print(*a, file=logf, flush=True)
+            cmd = list(job.command) or None
+            if run_status(run_dir) == "partial":
+                out["status"] = "resumed"
+                s = train(None, run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
+                          command=cmd)
+            else:
+                out["status"] = "trained"
+                s = train(job_config(job), run_dir, data_path=job.data_path, log=log, progress=False,
+                          command=cmd)
+        out["test_acc"] = s["test_acc"]
+    except Exception as e:  # one failed run must not stop the others; the study reports it
+        out["status"], out["error"] = "failed", f"{type(e).__name__}: {e}"
+    finally:
+        out["seconds"] = time.perf_counter() - t0
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    return out
+
+
+# --- backends --------------------------------------------------------------------------
+
+def _watch_parent(parent: int) -> None:
+    """Worker initialiser: exit when the study process is gone (killed with -9, say),
+    so no orphan keeps training; its run resumes from the last checkpoint next time."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_local(jobs: list[Job], workers: int = 1, on_result=None) -> list[dict]:
+    """Run jobs in `workers` spawned processes (each imports torch once, then takes jobs)."""
+    on_result = on_result or (lambda r: None)
+    results = []
+    ctx = mp.get_context("spawn")  # no forked torch state; same behaviour on every OS
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_parent,
+                             initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(run_job, j): j for j in jobs}
+        for f in as_completed(futures):
+            try:
+                r = f.result()
+            except Exception as e:  # the worker process itself died
+                r = {"job": dataclasses.asdict(futures[f]), "status": "failed", "seconds": 0.0,
+                     "test_acc": None, "error": f"worker died: {type(e).__name__}: {e}"}
+            results.append(r)
+            on_result(r)
+    return results
+
+
+def run_inline(jobs: list[Job], workers: int = 1, on_result=None) -> list[dict]:
+    """Run jobs one after another in this process (debugging, profilers)."""
+    results = []
+    for j in jobs:
+        results.append(run_job(j))
+        (on_result or (lambda r: None))(results[-1])
+    return results
+
+
+BACKENDS = {"local": run_local, "inline": run_inline}
+
+
+# --- the study folder ------------------------------------------------------------------
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def plan(presets: list[str], seeds: int, overrides: list[str], study_dir, epochs_scale: float = 1.0,
+         data_path=None, workers: int = 1, seed_start: int = 0) -> list[Job]:
+    study_dir = Path(study_dir)
+    threads = threads_per_worker(workers)
+    jobs = [Job(p, s, tuple(overrides), str(study_dir / "runs" / p / f"seed{s}"), epochs_scale,
+                str(data_path) if data_path else None, threads, tuple(sys.argv))
+            for p in presets for s in range(seed_start, seed_start + seeds)]
+    for j in jobs:  # bad overrides fail here, before any process starts
+        job_config(j)
+    return jobs
+
+
+def open_study(study_dir, settings: dict, options: dict) -> dict:
+    """Create or reopen study.json; refuse a folder made with other settings."""
+    path = Path(study_dir) / "study.json"
+    if path.is_file():
+        meta = json.loads(path.read_text())
+        old = {k: meta["settings"].get(k) for k in SETTINGS}
+        if old != {k: settings[k] for k in SETTINGS}:
+            raise StudyError(f"{study_dir} was made with {old}, not {settings}; "
+                             f"pass another --out or the same settings")
+    else:
+        meta = {"settings": settings, "invocations": []}
+    meta["invocations"].append({"command": sys.argv, "options": options,
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None})
+    checkpoint.atomic_write_text(path, json.dumps(meta, indent=2))
+    return meta
+
+
+def close_study(study_dir, meta: dict, results: list[dict], wall: float) -> None:
+    inv = meta["invocations"][-1]
+    inv["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    inv["wall_seconds"] = round(wall, 1)
+    inv["counts"] = {s: sum(r["status"] == s for r in results)
+                     for s in ("trained", "resumed", "skipped", "busy", "failed")}
+    checkpoint.atomic_write_text(Path(study_dir) / "study.json", json.dumps(meta, indent=2))
+
+
+def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
+              epochs_scale: float = 1.0, quick: bool = False, data_path=None, backend: str = "local",
+              log=print) -> list[dict]:
+    if backend not in BACKENDS:
+        raise StudyError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if workers < 1 or seeds < 1 or epochs_scale <= 0:
+        raise StudyError("--workers and --seeds must be at least 1, --epochs-scale above 0")
+    overrides = list(overrides)
+    names = ordered_presets(presets)
+    jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers)
+    settings = {"overrides": overrides, "epochs_scale": epochs_scale, "quick": quick}
+    meta = open_study(study_dir, settings, {"presets": names, "seeds": seeds, "workers": workers,
+                                            "backend": backend, "data": str(data_path) if data_path else None})
+    todo = [j for j in jobs if run_status(j.run_dir) != "finished"]
+    log(f"study {study_dir}: {len(jobs)} runs ({len(names)} presets x {seeds} seeds), "
+        f"{len(jobs) - len(todo)} finished, {len(todo)} to run on {workers} worker(s) "
+        f"x {jobs[0].threads} thread(s), backend {backend}")
+    t0 = time.perf_counter()
+    done = [0]
+
+    def report(r):
+        done[0] += 1
+        j = r["job"]
+        acc = f"test_acc {r['test_acc']:.4f}" if r["test_acc"] is not None else (r["error"] or "")
+        log(f"[{done[0]}/{len(todo)}] {j['preset']}/seed{j['seed']}: {r['status']} {acc} "
+            f"({r['seconds']:.0f}s, study {time.perf_counter() - t0:.0f}s)")
+
+    results = [run_job(j) for j in jobs if run_status(j.run_dir) == "finished"]
+    results += BACKENDS[backend](todo, workers, report) if todo else []
+    wall = time.perf_counter() - t0
+    close_study(study_dir, meta, results, wall)
+    failed = [r for r in results if r["status"] in ("failed", "busy")]
+    log(f"study done in {wall:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
+                                                   meta["invocations"][-1]["counts"].items() if v))
+    for r in failed:
+        log(f"  {r['job']['preset']}/seed{r['job']['seed']}: {r['status']} {r['error'] or ''}")
+    return results
+
+
+# --- command line ----------------------------------------------------------------------
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="run presets x seeds into one study folder (resumable)",
+                       description="Run every (preset, seed) pair into STUDY_DIR/runs/PRESET/seedK. "
+                                   "Re-running the same command skips finished runs and resumes "
+                                   "interrupted ones.")
+    p.add_argument("--only", help="comma-separated presets (default: all, in the study's order)")
+    p.add_argument("--seeds", type=int, help=f"seeds per preset, 0..N-1 (default 1; --quick: {QUICK_SEEDS})")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs; CPU threads are divided among them")
+    p.add_argument("--out", help="study folder (default: studies/quick with --quick, else studies/full)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"pipeline check: {' '.join(QUICK_OVERRIDES)}, epochs x {QUICK_EPOCHS_SCALE}, "
+                        f"{QUICK_SEEDS} seeds (about 30 min for all presets on 2 CPU cores)")
+    p.add_argument("--epochs-scale", type=float, help="multiply every preset's epochs (and schedule lengths)")
+    p.add_argument("--backend", default="local", help=f"how jobs run: {', '.join(BACKENDS)} (default local)")
+    p.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFARLAB_DATA, then the user cache)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
+    p.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    overrides = (QUICK_OVERRIDES if args.quick else []) + list(args.overrides)
+    scale = args.epochs_scale if args.epochs_scale is not None else (QUICK_EPOCHS_SCALE if args.quick else 1.0)
+    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else 1)
+    out = args.out or ("studies/quick" if args.quick else "studies/full")
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    try:
+        results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
+                            args.backend)
+    except StudyError as e:
+        from .cli import UsageError
+        raise UsageError(str(e)) from None
+    return 1 if any(r["status"] in ("failed", "busy") for r in results) else 0

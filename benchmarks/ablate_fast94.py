@@ -3,6 +3,7 @@
     python3 benchmarks/ablate_fast94.py --out runs/ablate-fast94                 # shortened budget (below)
     python3 benchmarks/ablate_fast94.py --out runs/ablate-full --full             # full length (GPU machine)
     python3 benchmarks/ablate_fast94.py --out runs/x --only full,no_whiten ...    # some rows
+    python3 benchmarks/ablate_fast94.py --out runs/ablate-fast94 --table          # the finished rows' table
 
 Shortened budget (the default, sized for 2 shared CPU cores): a class-balanced subset of
 2,500 training images of which 500 are held out; 3 epochs at batch 128 (the learning rate
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="folder for the rows' run folders and the table")
     ap.add_argument("--full", action="store_true", help="full length, test set measured (a GPU's job)")
     ap.add_argument("--only", help="comma-separated row names (default: all)")
+    ap.add_argument("--table", action="store_true", help="only print the table of the rows already finished")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", help="CIFAR-10 folder (default: $CIFARLAB_DATA)")
     ap.add_argument("extra", nargs="*", metavar="key=value", help="overrides for every row (e.g. device=cuda)")
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
         run = out / name
         if (run / "summary.json").is_file():
             s = json.loads((run / "summary.json").read_text())
+        elif args.table:
+            continue
         else:
             print(f"== {name}: {' '.join(off) or '(full recipe)'}", flush=True)
             s = train(cfg, run, data_path=args.data, progress=False, command=sys.argv)

@@ -185,6 +185,13 @@ def test_interrupted_fast94_resumes_exactly(tmp_path):
     again = train(None, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
     assert again["val_acc_final"] == ref["val_acc_final"]
     from cifarlab.train import read_metrics
+    # the checkpoint keeps the weights that were evaluated (Lookahead's slow ones), for predict/export
+    from cifarlab.checkpoint import load, model_from_checkpoint
+    from cifarlab.train import prepare_data
+    model = model_from_checkpoint(load(tmp_path / "ref" / "checkpoint.pt"))
+    data = prepare_data(cfg, torch.device("cpu"))
+    val = evaluate(model, data.x_val, data.y_val, data.mean, data.std, 100, tta=0)
+    assert val["acc"] == ref["val_acc_final"]
     keys = ["train_loss", "train_acc", "val_loss", "val_acc"]
     assert [[r[k] for k in keys] for r in read_metrics(tmp_path / "ref")] == \
            [[r[k] for k in keys] for r in read_metrics(tmp_path / "cut")]

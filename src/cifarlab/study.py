@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,10 @@ def run_job(job: Job) -> dict:
         lock.close()
         out["status"] = "busy"
         return out
+    if run_status(run_dir) == "finished":  # finished while we waited for the lock
+        lock.close()
+        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
+        return out
     if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
         os.environ["CIFARLAB_THREADS"] = str(job.threads)
     t0 = time.perf_counter()
@@ -170,6 +175,8 @@ def run_job(job: Job) -> dict:
         out["test_acc"] = s["test_acc"]
     except Exception as e:  # one failed run must not stop the others; the study reports it
         out["status"], out["error"] = "failed", f"{type(e).__name__}: {e}"
+        with open(run_dir / "train.log", "a") as logf:
+            traceback.print_exc(file=logf)
     finally:
         out["seconds"] = time.perf_counter() - t0
         fcntl.flock(lock, fcntl.LOCK_UN)
@@ -180,9 +187,16 @@ def run_job(job: Job) -> dict:
 # --- backends --------------------------------------------------------------------------
 
 def _watch_parent(parent: int) -> None:
-    """Worker initialiser: exit when the study process is gone (killed with -9, say),
-    so no orphan keeps training; its run resumes from the last checkpoint next time."""
-    def watch():
+    """Worker initialiser: die with the study process (killed with -9, say), so no
+    orphan keeps training; its run resumes from the last checkpoint next time."""
+    if sys.platform.startswith("linux"):  # the kernel sends SIGKILL the moment the parent dies
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+    def watch():  # elsewhere (and as a fallback): poll
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)
@@ -336,4 +350,7 @@ def cmd_study(args) -> int:
     except StudyError as e:
         from .cli import UsageError
         raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"\ncifarlab study: interrupted; run the same command again to resume ({out})", file=sys.stderr)
+        return 130
     return 1 if any(r["status"] in ("failed", "busy") for r in results) else 0

@@ -269,6 +269,14 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     for r in history:
         log(_row(r))
 
+    def save_checkpoint(epochs_done: int) -> None:
+        checkpoint.save(ckpt_path, {
+            "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "epoch": epochs_done, "step": epochs_done * steps, "history": history,
+            "wall_seconds": wall, "rng": checkpoint.rng_state(),
+            "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions(),
+            **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
+
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -312,16 +320,12 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         log(_row(row))
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             write_metrics(run_dir, history)
-            checkpoint.save(ckpt_path, {
-                "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "epoch": epoch + 1, "step": (epoch + 1) * steps, "history": history,
-                "wall_seconds": wall, "rng": checkpoint.rng_state(),
-                "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions(),
-                **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
+            save_checkpoint(epoch + 1)
             _plot(run_dir, history, cfg)
 
     if lookahead is not None:
-        lookahead.finish()  # evaluate the slow weights
+        lookahead.finish()  # the slow weights are the result: evaluated, and what the checkpoint keeps
+        save_checkpoint(cfg.epochs)  # a second finish() (resuming from here) changes nothing
     final = {}
     if not data.val_is_test and (cfg.tta or lookahead is not None):
         # the held-out score of exactly what is tested: the number to choose settings by

@@ -42,3 +42,64 @@ def _isolated_cache(tmp_path_factory, data_dir):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+# A small real study shared by test_study.py and test_report.py: three presets, two
+# seeds, on a 1,000-image subset. It is interrupted once (the study process killed
+# with SIGKILL while runs are in flight) and run again; what was on disk at the kill
+# and the second invocation's counts are returned for the tests to check.
+STUDY_ARGS = ["--only", "vgg3,dropout,bn_only", "--seeds", "2", "--workers", "2",
+              "subset=1000", "val_split=200", "epochs=3", "eval_batch_size=500"]
+
+
+def _run_states(study):
+    import json as _json
+    out = {}
+    for d in sorted(study.glob("runs/*/seed*")):
+        key = f"{d.parent.name}/{d.name}"
+        if (d / "summary.json").is_file():
+            out[key] = ("finished", (d / "summary.json").read_bytes())
+        elif (d / "checkpoint.pt").is_file():
+            out[key] = ("partial", None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory):
+    import fcntl
+    import json as _json
+    import signal
+    import subprocess
+    import sys
+    import time
+    study = tmp_path_factory.mktemp("study") / "s"
+    cmd = [sys.executable, "-m", "cifarlab", "study", "--out", str(study), *STUDY_ARGS]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    # Kill once one run has finished while another is part-way (a checkpoint, no summary).
+    while True:
+        states = _run_states(study)
+        kinds = [k for k, _ in states.values()]
+        if "finished" in kinds and "partial" in kinds:
+            break
+        assert first.poll() is None and time.time() < deadline, "the study ended before it could be interrupted"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # the parent only: its workers must notice and stop
+    first.communicate()
+    # Orphaned workers exit by themselves; then every run's lock is free.
+    for lock in study.glob("runs/*/seed*/.lock"):
+        with open(lock) as f:
+            t0 = time.time()
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    assert time.time() - t0 < 20, f"a worker still holds {lock} after the study was killed"
+                    time.sleep(0.1)
+    at_kill = _run_states(study)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    meta = _json.loads((study / "study.json").read_text())
+    return {"dir": study, "at_kill": at_kill, "log": second.stdout, "meta": meta}

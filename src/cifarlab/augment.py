@@ -4,6 +4,8 @@
     xb = random_flip(xb, g)                     # uint8 or float, (N, C, H, W)
     xb = random_shift(xb.float(), 0.1, g)       # Keras width/height_shift_range=0.1
     xb = random_crop(xb, pad=4, gen=g)          # reflect padding, then a random 32x32 window
+    mask = alternating_flip_mask(50000, epoch=3, seed=0)   # "derandomised" flip: per image, every other epoch
+    xb = flip(xb, mask[idx])
 
 Random numbers come from a CPU generator (a few per image), so a batch's augmentation
 is the same on every device for the same seed.
@@ -28,6 +30,14 @@ def flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return flip(x, _draw((x.shape[0],), gen, x.device) < 0.5)
+
+
+def alternating_flip_mask(n: int, epoch: int, seed: int) -> torch.Tensor:
+    """Which of n images to mirror in `epoch` (0-based): a seeded half in even epochs, the other half
+    in odd ones, so every image is seen both ways within any two consecutive epochs (a coin toss
+    per epoch leaves a quarter of the images unmirrored, or mirrored, two epochs running)."""
+    start = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed * 7_919 + 17))
+    return (start ^ (epoch % 2)).bool()
 
 
 def _lerp_axis(x: torch.Tensor, offset: torch.Tensor, dim: int) -> torch.Tensor:
@@ -85,14 +95,20 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator, shift_frac: float = 0.1,
-                  pad: int = 4) -> torch.Tensor:
-    """The config's augmentation on a uint8 batch; returns float (0-255) where interpolation needs it."""
+                  pad: int = 4, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The config's augmentation on a uint8 batch; returns float (0-255) where interpolation needs it.
+
+    flip_mask (bool per image, e.g. from alternating_flip_mask) replaces the coin-toss flip of
+    `flip` and `crop_flip`.
+    """
+    mirror = (lambda t: flip(t, flip_mask.to(t.device))) if flip_mask is not None \
+        else (lambda t: random_flip(t, gen))  # noqa: E731
     if kind == "none":
         return x
     if kind == "flip":
-        return random_flip(x, gen)
+        return mirror(x)
     if kind == "crop_flip":
-        return random_flip(random_crop(x, pad, gen), gen)
+        return mirror(random_crop(x, pad, gen))
     if kind == "shift_flip":
         return random_flip(random_shift(x.float(), shift_frac, gen), gen)
     raise ValueError(f"unknown augmentation {kind!r}; choose one of: none, flip, crop_flip, shift_flip")

@@ -31,17 +31,21 @@ class Config:
     reference: dict = field(default_factory=dict)  # published test accuracies (%), e.g. {seed_report: 73.81}
 
     # network
-    model: str = "vgg"  # vgg: the study's family
+    model: str = "vgg"  # vgg: the study's family; fast94: the fast recipe's net (fastnet.py)
     blocks: int = 3  # VGG blocks: conv-conv-pool each
     widths: list = field(default_factory=lambda: [32, 64, 128])  # filters per block
     dense: int = 128  # hidden units of the head
     dropout: float | list = 0.0  # one rate, or one per position: after each pool, then after the dense layer
     batchnorm: bool = False  # BN after every conv's ReLU and after the dense layer's ReLU
     bn_dropout_order: str = "bn_first"  # bn_first (the study's combined) or swapped (Dropout where BN was, BN where Dropout was)
+    whiten: bool = True  # fast94: first layer = frozen 2x2 patch whitening from the training images (false: a trained conv)
+    whiten_bias_epochs: int = 3  # fast94: train the whitening bias only in the first N epochs (0: always)
+    bn_freeze_weight: bool = True  # fast94: BN scales fixed at 1 (false: trained)
 
     # data
     norm: str = "scale"  # scale: x/255; standardize: per-channel mean and std of the training images
     augment: str = "none"  # none, shift_flip (Keras ImageDataGenerator), crop_flip, flip
+    alt_flip: bool = False  # flip, crop_flip: each image mirrored on alternate epochs (a seeded half starts mirrored) instead of by coin toss
     shift: float = 0.1  # shift_flip: max shift as a fraction of the side (Keras width/height_shift_range)
     crop_pad: int = 4  # crop_flip: reflect padding in pixels
     subset: int = 0  # train on a class-balanced subset of this many images (0: all)
@@ -61,6 +65,9 @@ class Config:
     weight_decay: float = 0.0  # decoupled decay (AdamW; SGD's own weight_decay when optimizer=sgd)
     decay_on: str = "weights"  # which parameters weight_decay touches: kernels (convs + hidden dense), weights (every >=2-D weight), all
     label_smoothing: float = 0.0
+    bias_lr_scale: float = 1.0  # every bias (BN shifts included) learns at this times lr; its decoupled decay is divided by it
+    lookahead_every: int = 0  # Lookahead: every N steps pull slow weights toward the fast ones and restart from them (0: off)
+    lookahead_decay: float = 0.95  # Lookahead: per-step decay, ramped up as (step/total)^3 (see optim.lookahead_decay)
 
     # learning-rate schedule, a pure function of the step (see optim.py)
     schedule: str = "constant"  # constant, piecewise, cosine, cosine_restarts, warmup_cosine, warmup_linear, onecycle
@@ -81,12 +88,15 @@ class Config:
     amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU), off, bf16, fp16
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1000
+    tta: int = 0  # test-time augmentation: 0 none, 1 mirror (2 views), 2 mirror and 1-pixel translations (6 views)
+    test: bool = True  # measure the test set at the end (false for tuning runs, which must not see it)
     checkpoint_every: int = 1  # epochs between checkpoints
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (GPUs only), not per rank
     comparable: bool = True  # False once epochs/subset are scaled away from the preset (set by cifarlab)
 
 
 CHOICES = {
-    "model": ("vgg",),
+    "model": ("vgg", "fast94"),
     "bn_dropout_order": ("bn_first", "swapped"),
     "norm": ("scale", "standardize"),
     "augment": ("none", "shift_flip", "crop_flip", "flip"),
@@ -144,6 +154,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"widths {cfg.widths} name fewer filters than blocks={cfg.blocks}")
     if cfg.schedule == "piecewise" and len(cfg.values) != len(cfg.boundaries) + 1:
         raise ConfigError("piecewise schedule needs len(values) == len(boundaries) + 1")
+    if not cfg.test and not cfg.val_split:
+        raise ConfigError("test=false needs val_split > 0: without a held-out split the test set validates")
+    if cfg.tta not in (0, 1, 2):
+        raise ConfigError(f"tta={cfg.tta} is not a valid choice; choose one of: 0, 1, 2")
+    if cfg.bias_lr_scale <= 0 or cfg.lookahead_every < 0:
+        raise ConfigError("bias_lr_scale must be > 0 and lookahead_every >= 0")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError("epochs and batch_size must be at least 1")
     return cfg

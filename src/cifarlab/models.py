@@ -88,7 +88,10 @@ class VGG(nn.Module):
 def build_model(cfg) -> nn.Module:
     if cfg.model == "vgg":
         return VGG(cfg.blocks, cfg.widths, cfg.dense, cfg.dropout, cfg.batchnorm, cfg.bn_dropout_order)
-    raise ValueError(f"unknown model {cfg.model!r}; choose one of: vgg")
+    if cfg.model == "fast94":
+        from .fastnet import from_config
+        return from_config(cfg)
+    raise ValueError(f"unknown model {cfg.model!r}; choose one of: vgg, fast94")
 
 
 def count_parameters(model: nn.Module) -> int:

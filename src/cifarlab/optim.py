@@ -7,6 +7,7 @@
         ...
         loss = loss + l2_penalty(model, cfg.l2)     # Keras l2(c): c * sum(w^2) per kernel
         loss.backward(); decoupled_decay(opt, cfg); opt.step()
+        lookahead.step(step, total_steps)           # optional: Lookahead(model, every=5), see below
 
 Every schedule below is a plain function of the global step (0-based), so it can be
 tested at known steps and a resumed run picks up exactly where it stopped.
@@ -142,6 +143,20 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
         {"params": [p for p in params if id(p) in chosen], "weight_decay": cfg.weight_decay, "name": "decay"},
         {"params": [p for p in params if id(p) not in chosen], "weight_decay": 0.0, "name": "no_decay"},
     ]
+    scale = getattr(cfg, "bias_lr_scale", 1.0)
+    if scale != 1.0:
+        # Biases (BN shifts) move the activations' offsets only; the fast recipes let them learn
+        # `scale` times faster. Their decoupled decay is divided by `scale` so that the per-step
+        # shrink lr * wd stays that of the weights.
+        biases = {id(p) for name, p in model.named_parameters() if name.endswith("bias") and p.ndim == 1}
+        split = []
+        for g in groups:
+            fast = [p for p in g["params"] if id(p) in biases]
+            slow = [p for p in g["params"] if id(p) not in biases]
+            split.append({**g, "params": slow})
+            split.append({**g, "params": fast, "name": g["name"] + "_bias", "lr_scale": scale,
+                          "weight_decay": g["weight_decay"] / scale})
+        groups = split
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         # Keras and torch momentum agree at constant lr: v = m*v + g; w -= lr*v.
@@ -162,13 +177,64 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def decoupled_decay(opt: torch.optim.Optimizer) -> None:
-    """w <- w * (1 - lr * wd) for SGD and Adam groups (AdamW does this itself)."""
+    """w <- w * (1 - lr * wd) for SGD and Adam groups (AdamW does this itself).
+
+    A parameter without a gradient this step (frozen for now) is left alone, as the optimiser leaves it.
+    """
     for g in opt.param_groups:
         wd = g.get("decoupled_decay", 0.0)
-        if wd:
-            torch._foreach_mul_(g["params"], 1.0 - g["lr"] * wd)
+        params = [p for p in g["params"] if p.grad is not None]
+        if wd and params:
+            torch._foreach_mul_(params, 1.0 - g["lr"] * wd)
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+# --- Lookahead --------------------------------------------------------------------
+
+def lookahead_decay(step: int, total: int, decay: float = 0.95, every: int = 5) -> float:
+    """How much of the slow weights a Lookahead sync keeps at `step`: decay**every scaled by
+    (step/total)^3, so early syncs follow the fast weights and late ones average strongly."""
+    return decay ** every * (min(step, total) / max(total, 1)) ** 3
+
+
+class Lookahead:
+    """Slow copies of a model's parameters and float buffers (BN statistics included).
+
+        la = Lookahead(model, every=5)
+        ... after each opt.step():  la.step(step, total_steps)
+        la.finish()                  # the model takes the slow weights for evaluation
+
+    Every `every` steps: slow <- decay * slow + (1 - decay) * fast, then fast <- slow. The
+    slow weights are an average over the noisy end of training that the fast ones keep
+    restarting from. state_dict/load_state_dict make a resumed run exact.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 5, decay: float = 0.95):
+        self.every, self.decay = every, decay
+        self.tensors = [t for t in model.state_dict(keep_vars=True).values() if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.tensors]
+
+    @torch.no_grad()
+    def sync(self, decay: float) -> None:
+        fast = [t.detach() for t in self.tensors]
+        torch._foreach_lerp_(self.slow, fast, 1.0 - decay)
+        torch._foreach_copy_(fast, self.slow)
+
+    def step(self, step: int, total: int) -> None:
+        """Call after the optimiser's step number `step` (0-based) of `total`."""
+        if (step + 1) % self.every == 0:
+            self.sync(lookahead_decay(step + 1, total, self.decay, self.every))
+
+    def finish(self) -> None:
+        self.sync(1.0)  # keep the slow weights as they are; the model takes them
+
+    def state_dict(self) -> dict:
+        return {"slow": [t.clone() for t in self.slow]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for t, s in zip(self.slow, state["slow"], strict=True):
+            t.copy_(s)

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def curves(history: list[dict], path: Path, title: str = "") -> None:
@@ -25,6 +26,7 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
     b.set_title("Classification Accuracy")
     for ax in (a, b):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -34,3 +36,61 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def overlay(series: dict[str, list[dict]], path: Path, title: str = "", key: str = "val_acc") -> None:
+    """One metric per epoch for several runs on one axis (the study's group figures)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, history in series.items():
+        epochs = [r["epoch"] for r in history]
+        ax.plot(epochs, [r[key] for r in history], label=name, marker="o" if len(epochs) < 30 else None,
+                markersize=3)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation accuracy" if key == "val_acc" else key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def confusion(matrix, classes, path: Path, title: str = "") -> None:
+    """Confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    import numpy as np
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = m.max() or 1
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def per_class(acc: dict[str, float], path: Path, title: str = "") -> None:
+    """Accuracy of each class as horizontal bars, in percent."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(acc)
+    ax.barh(names, [100 * acc[n] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        ax.text(100 * acc[n] + 0.5, i, f"{100 * acc[n]:.1f}", va="center", fontsize=8)
+    ax.set_xlim(0, 105)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title)
+    _save(fig, path)

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint
-from .augment import augment_batch, normalize
+from . import __version__, checkpoint, distributed
+from .augment import alternating_flip_mask, augment_batch, crop, normalize
 from .config import Config, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
 from .models import build_model, count_parameters
-from .optim import build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
+from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
 from .progress import Progress
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
@@ -96,21 +96,39 @@ def prepare_data(cfg: Config, device: torch.device, data_path=None) -> Data:
                 torch.tensor(std, dtype=torch.float32, device=device), val_is_test=x_val is None)
 
 
+def tta_views(xb: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs: level 0 the batch; 1 and its mirror; 2 also the batch moved one pixel
+    down-right and one pixel up-left (reflect padding), with their mirrors. Weights sum to 1; the
+    untranslated pair keeps half of the weight, as the moved views see a cropped border."""
+    if level == 0:
+        return [(1.0, xb)]
+    if level == 1:
+        return [(0.5, xb), (0.5, xb.flip(3))]
+    n = xb.shape[0]
+    zero = torch.zeros(n, dtype=torch.long, device=xb.device)
+    moved = [crop(xb, 1, zero + o, zero + o) for o in (0, 2)]  # content moved 1 px down-right, up-left
+    return [(0.25, xb), (0.25, xb.flip(3))] + [(0.125, v) for m in moved for v in (m, m.flip(3))]
+
+
 @torch.inference_mode()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000,
-             channels_last: bool = True, amp=None, tta: bool = False) -> dict:
-    """Loss and accuracy over (x, y); returns also the logits (float32, CPU)."""
+             channels_last: bool = True, amp=None, tta: int = 0) -> dict:
+    """Loss and accuracy over (x, y); returns also the logits (float32, CPU).
+
+    tta (0, 1, 2; see tta_views) averages the probabilities of several views of each image."""
     was_training = model.training
     model.eval()
     logits = []
     for i in range(0, len(x), batch_size):
         xb = normalize(x[i:i + batch_size], mean, std)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
-            out = model(xb).float()
-            if tta:  # mirror test-time augmentation: average the two views' probabilities
-                out = torch.log((out.softmax(1) + model(xb.flip(3)).float().softmax(1)) / 2)
+            prob = 0
+            for w, v in tta_views(xb, int(tta)):
+                if channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
+                out = model(v).float()
+                prob = prob + w * out.softmax(1)
+            out = out if int(tta) == 0 else torch.log(prob)
         logits.append(out)
     model.train(was_training)
     logits = torch.cat(logits)
@@ -155,7 +173,7 @@ def _row(r: dict) -> str:
 
 
 def setup_threads(cfg: Config) -> None:
-    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or os.cpu_count() or 1
+    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or distributed.cores_per_process()
     torch.set_num_threads(n)
 
 
@@ -170,9 +188,11 @@ def build_training(cfg: Config, device: torch.device):
     return model, fwd, build_optimizer(model, cfg)
 
 
-def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator):
-    """The training batch at `idx`: augmented, normalised, in the config's memory format."""
-    xb = augment_batch(data.x_train[idx], cfg.augment, gen, cfg.shift, cfg.crop_pad)
+def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator, flip_mask=None):
+    """The training batch at `idx`: augmented, normalised, in the config's memory format.
+
+    flip_mask: which of these images to mirror (alt_flip), instead of a coin toss."""
+    xb = augment_batch(data.x_train[idx], cfg.augment, gen, cfg.shift, cfg.crop_pad, flip_mask)
     xb = normalize(xb, data.mean, data.std)
     if cfg.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
@@ -198,7 +218,12 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None) -> dict:
+          progress: bool = True, command: list[str] | None = None, on_epoch=None) -> dict:
+    """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
+
+    on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
+    (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
+    """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     state = None
@@ -213,36 +238,58 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     if cfg is None:
         raise ValueError("train() needs a config unless it resumes a run folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
+    if not ddp.is_main:  # rank 0 alone speaks and writes
+        log, progress = (lambda *a, **k: None), False
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     setup_threads(cfg)
-    device = pick_device(cfg.device)
+    t_start = time.perf_counter()  # data loading to final evaluation (this process)
+    device = ddp.device(pick_device(cfg.device))
     amp = amp_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)
+    # fast94 hook: the first layer learns from the data (before DDP copies rank 0's weights).
+    if state is None and hasattr(model, "init_from_data"):
+        model.init_from_data(data.x_train, data.mean, data.std)
+    model, fwd = ddp.wrap(model, fwd, cfg, device)  # DistributedDataParallel under torchrun
     n_params = count_parameters(model)
     n = len(data.y_train)
     steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps < 1:
         raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
     lr_at = build_schedule(cfg, steps)
+    ddp.check_batches(n, cfg)
+    # fast94 hook: an optional Lookahead averager of the weights.
+    lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
 
     history, start_epoch, wall = [], 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if lookahead is not None:
+            lookahead.load_state_dict(state["lookahead"])
         history, start_epoch, wall = state["history"], state["epoch"], state["wall_seconds"]
         checkpoint.set_rng_state(state["rng"])
         log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
     elif resume:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     log(f"{cfg.name}: {n_params:,} parameters, {n} training images, {steps} steps/epoch, "
-        f"device {_device_name(device)}")
+        f"device {_device_name(device)}" + (f" x {ddp.world} processes" if ddp.active else ""))
     _header(log)
     for r in history:
         log(_row(r))
+
+    def save_checkpoint(epochs_done: int) -> None:
+        checkpoint.save(ckpt_path, {
+            "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "epoch": epochs_done, "step": epochs_done * steps, "history": history,
+            "wall_seconds": wall, "rng": checkpoint.rng_state(),
+            "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions(),
+            **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -251,6 +298,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen).to(device)
+        flips = alternating_flip_mask(n, epoch, cfg.seed).to(device) if cfg.alt_flip else None
+        if hasattr(model, "set_epoch"):
+            model.set_epoch(epoch, cfg.whiten_bias_epochs)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
@@ -259,8 +309,11 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             step = epoch * steps + i
             lr = lr_at(step)
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = make_batch(data, idx, cfg, gen)
+            # this rank's slice of the batch (all of it when training alone)
+            xb, yb = ddp.split_batch(*make_batch(data, idx, cfg, gen, None if flips is None else flips[idx]))
             total, out = train_step(model, fwd, opt, xb, yb, cfg, lr, amp)
+            if lookahead is not None:
+                lookahead.step(step, cfg.epochs * steps)
             with torch.no_grad():
                 loss_sum += total * len(yb)
                 correct += (out.argmax(1) == yb).sum()
@@ -270,29 +323,38 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             elif progress and i == steps - 1:
                 bar.update(steps % 50 or 50)
         bar.close()
+        loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
         train_seconds = time.perf_counter() - t0
-        val = evaluate(model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
-                       cfg.channels_last, amp)
+        val = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
+                           cfg.channels_last, amp)
         dt = time.perf_counter() - t0
         wall += dt
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
                "images_per_second": seen / train_seconds, "wall_seconds": wall}
         history.append(row)
         log(_row(row))
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+        if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             write_metrics(run_dir, history)
-            checkpoint.save(ckpt_path, {
-                "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "epoch": epoch + 1, "step": (epoch + 1) * steps, "history": history,
-                "wall_seconds": wall, "rng": checkpoint.rng_state(),
-                "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions()})
+            save_checkpoint(epoch + 1)
             _plot(run_dir, history, cfg)
+        if on_epoch is not None and ddp.is_main:
+            on_epoch(row, model, run_dir)
 
-    test = evaluate(model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
-                    cfg.channels_last, amp)
+    if lookahead is not None:
+        lookahead.finish()  # the slow weights are the result: evaluated, and what the checkpoint keeps
+        if ddp.is_main:
+            save_checkpoint(cfg.epochs)  # a second finish() (resuming from here) changes nothing
+    final = {}
+    if not data.val_is_test and (cfg.tta or lookahead is not None):
+        # the held-out score of exactly what is tested: the number to choose settings by
+        final["val_acc_final"] = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std,
+                                              cfg.eval_batch_size, cfg.channels_last, amp, cfg.tta)["acc"]
+    test = ddp.evaluate(evaluate, model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
+                        cfg.channels_last, amp, cfg.tta) if cfg.test else {"acc": None, "loss": None}
     summary = {
-        "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"],
+        "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"], **final,
+        "tta": cfg.tta, "total_seconds": time.perf_counter() - t_start,
         "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
         "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),
         "device": _device_name(device), "versions": _versions(),
@@ -300,8 +362,16 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
     }
-    checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")
+    if ddp.active:
+        summary["processes"] = ddp.world
+    if ddp.is_main:
+        checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
+    if cfg.test:
+        log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")
+    else:
+        log(f"held-out accuracy {final.get('val_acc_final', history[-1]['val_acc']):.4f} (test set not used)  "
+            f"wall {wall:.0f}s  -> {run_dir}")
     return summary
 
 

@@ -1,0 +1,198 @@
+"""Export a run's model for other tools: ONNX, or safetensors weights with their config.
+
+    cifarlab export runs/vgg3-20261126-120000 --format onnx          # exports/vgg3-20261126-120000/model.onnx
+    cifarlab export runs/vgg3-20261126-120000 --format safetensors   # .../model.safetensors
+    cifarlab.load("exports/vgg3-20261126-120000")                    # no run folder needed
+
+Either way model.json lies beside the weights: the network's config, the run's
+normalisation, the class names and the input it expects, so the folder is a model on
+its own. The network takes float32 (N, 3, 32, 32) images already normalised,
+(pixels/255 - mean) / std per channel, and returns (N, 10) logits.
+
+Every export is checked before it is kept: the exported file is loaded back (ONNX in
+onnxruntime) and its logits on real CIFAR-10 test images are compared with PyTorch's.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import atomic_write, atomic_write_text
+from .data import CLASSES
+from .predict import EXPORT_CONFIG, load_checkpoint, load_export
+
+FORMATS = ("onnx", "safetensors")
+CHECK_IMAGES = 1000  # test images the export is checked on
+# ONNX vs PyTorch logits, float32 on a CPU: |onnx - torch| <= ATOL + RTOL * |torch| elementwise.
+# Different kernels sum in a different order; on this model the gap is a few 1e-6.
+ATOL, RTOL = 1e-4, 1e-4
+OPSET = 20
+
+
+class ExportError(RuntimeError):
+    """An export that failed or did not match PyTorch; its model file is not kept."""
+
+
+def describe(model, run_dir: Path) -> dict:
+    """model.json: all that is needed to rebuild and feed the network without its run folder."""
+    summary = run_dir / "summary.json"
+    test_acc = json.loads(summary.read_text()).get("test_acc") if summary.is_file() else None
+    return {
+        "format": "cifarlab-model", "format_version": 1, "cifarlab": __version__, "torch": torch.__version__,
+        "config": model.config, "norm": model.norm, "classes": list(CLASSES),
+        "input": {"name": "input", "shape": ["N", 3, 32, 32], "dtype": "float32", "layout": "NCHW, RGB",
+                  "preprocess": "(pixels / 255 - mean) / std per channel; images resized to 32x32 with "
+                                "nearest-neighbour interpolation (Keras load_img)"},
+        "output": {"name": "logits", "shape": ["N", 10], "note": "softmax gives the class probabilities"},
+        "run": str(run_dir), "epoch": model.info.get("epoch"), "test_acc": test_acc,
+    }
+
+
+def _reference(model, data, n: int):
+    """The first `n` real test images (uint8), their normalised float input and PyTorch's logits."""
+    from .augment import normalize
+    from .data import load_cifar10
+    x = torch.from_numpy(load_cifar10(data).x_test[:n])
+    return x, normalize(x, model.mean, model.std).contiguous(), model.logits(x)
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> dict:
+    diff = np.abs(got - want)
+    return {"images": len(want), "max_abs_diff": float(diff.max()), "atol": ATOL, "rtol": RTOL,
+            "within_tolerance": bool(np.all(diff <= ATOL + RTOL * np.abs(want))),
+            "top1_agree": int((got.argmax(1) == want.argmax(1)).sum())}
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter narrates each stage on stdout and logs optional operators it skips; none of it matters here."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def _readable(path: Path) -> None:
+    """Temp files are created private (0600); an exported model is meant to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.Tensor) -> tuple[Path, dict]:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cifarlab[export]'") \
+            from None
+    net = copy.deepcopy(model.net).cpu().to(memory_format=torch.contiguous_format).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".model.", suffix=".onnx")
+    os.close(fd)
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(net, (xin[:2],), tmp, input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET,
+                              external_data=False, dynamo=True)
+        proto = onnx.load(tmp)
+        onnx.checker.check_model(proto)
+        entry = proto.metadata_props.add()  # a lone .onnx file still names its classes and normalisation
+        entry.key, entry.value = "cifarlab", json.dumps({k: meta[k] for k in ("classes", "norm", "input")})
+        onnx.save(proto, tmp)
+        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": xin.numpy()})[0]
+        check = compare(got, ref.numpy())
+        if not check["within_tolerance"]:
+            raise ExportError(f"onnxruntime's logits differ from PyTorch's by up to {check['max_abs_diff']:.3g} "
+                              f"(tolerance {ATOL} + {RTOL}*|logit|); the export was not kept")
+        path = out_dir / "model.onnx"
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path, check
+
+
+def export_safetensors(model, out_dir: Path, meta: dict) -> Path:
+    try:
+        from safetensors.torch import save
+    except ImportError:
+        raise ExportError("safetensors export needs the safetensors package: pip install 'cifarlab[export]'") \
+            from None
+    # Plain row-major CPU tensors: a channels_last weight is a strided view safetensors cannot store.
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    path = out_dir / "model.safetensors"
+    atomic_write(path, lambda f: f.write(save(tensors, metadata={"cifarlab": json.dumps(meta)})))
+    return path
+
+
+def export_run(run_dir, fmt: str, out=None, data=None) -> dict:
+    """Export a run folder's model as `fmt` into `out` (default exports/RUN_NAME); returns what was checked."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    run_dir = Path(run_dir)
+    out_dir = Path(out) if out else Path("exports") / run_dir.resolve().name
+    model = load_checkpoint(run_dir / "checkpoint.pt", "cpu")
+    meta = describe(model, run_dir)
+    x, xin, ref = _reference(model, data, CHECK_IMAGES)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / EXPORT_CONFIG, json.dumps(meta, indent=2))
+    if fmt == "onnx":
+        path, _ = export_onnx(model, out_dir, meta, xin, ref)
+    else:
+        path = export_safetensors(model, out_dir, meta)
+    # Whatever the format, reload it the way a user would, from the export folder alone.
+    for f in (path, out_dir / EXPORT_CONFIG):
+        _readable(f)
+    back = load_export(path, "cpu").logits(x)
+    check = compare(back.numpy(), ref.numpy())
+    if not check["within_tolerance"]:
+        raise ExportError(f"{path} reloaded gives logits off by {check['max_abs_diff']:.3g}")
+    return {"path": str(path), "config": str(out_dir / EXPORT_CONFIG), "format": fmt, "check": check,
+            "bytes": path.stat().st_size}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a run's model as ONNX or safetensors",
+                       description="Export a run's model with model.json (config, normalisation, classes) "
+                                   "beside it, checked against PyTorch on real test images before it is kept.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", help="output folder (default: exports/RUN_NAME)")
+    p.add_argument("--data", help="CIFAR-10 folder or archive, for the check (default: $CIFARLAB_DATA, "
+                                  "then the user cache)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .cli import UsageError
+    if not (Path(args.run) / "checkpoint.pt").is_file():
+        raise UsageError(f"{args.run}: not a run folder with a checkpoint.pt")
+    try:
+        r = export_run(args.run, args.format, args.out, args.data)
+    except ExportError as e:
+        raise UsageError(str(e)) from None
+    c = r["check"]
+    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB) and {r['config']}")
+    print(f"checked on {c['images']} CIFAR-10 test images, reloaded"
+          + (" in onnxruntime" if args.format == "onnx" else " from the export folder")
+          + f": max |logit difference| {c['max_abs_diff']:.2g} (tolerance {ATOL:g} + {RTOL:g}*|logit|), "
+          f"top-1 agrees on {c['top1_agree']}/{c['images']}")
+    return 0

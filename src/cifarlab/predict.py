@@ -1,0 +1,340 @@
+"""Use a trained model: load a run or an exported model, predict arrays or image files.
+
+    import cifarlab
+    model = cifarlab.load("runs/vgg3-20261126-120000")   # or an export folder, .safetensors, .onnx
+    model.predict(["cat.jpg", "ship.png"])               # [Prediction(cat.jpg: cat 0.81, ...), ...]
+    model.probs(x)                                       # (N, 10) probabilities; x uint8 (N, 32, 32, 3)
+    model.evaluate(tta=True)                             # test accuracy, loss, per class
+
+    cifarlab predict RUN_DIR photo.jpg other.png --top 3 [--json]
+
+Images are read as the study's article reads its photo, Keras
+`load_img(path, target_size=(32, 32))`, then scaled with the run's own normalisation.
+A model loads on the CPU whatever device trained it; `device="auto"` uses a GPU only
+when this machine has one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import CLASSES
+
+SIZE = 32  # CIFAR-10 images are 32x32 pixels
+EXPORT_CONFIG = "model.json"  # the exported model's description, beside its weights
+
+
+class ImageError(ValueError):
+    """An input that is missing or not a readable image; the message names it."""
+
+
+class ModelError(ValueError):
+    """A path that holds no model cifarlab can load; the message says what was expected."""
+
+
+# --- images -----------------------------------------------------------------------------
+
+def load_image(path) -> np.ndarray:
+    """One image file as uint8 (32, 32, 3), RGB, exactly as Keras `load_img(path, target_size=(32, 32))`.
+
+    Keras opens the file with Pillow, converts any other mode to RGB (an alpha channel is
+    dropped, not composited), and resizes only when the size differs, with its default
+    interpolation="nearest" (PIL.Image.NEAREST). EXIF orientation is ignored, as Keras does.
+    """
+    from PIL import Image, UnidentifiedImageError
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # Pillow decodes lazily: a truncated file fails here, not at open()
+            return _to_array(img)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (Pillow cannot identify its format)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: refused, too many pixels ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:  # damaged data: Pillow raises all three
+        raise ImageError(f"{path}: damaged or truncated image ({e})") from None
+
+
+def _to_array(img) -> np.ndarray:
+    from PIL import Image
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (SIZE, SIZE):
+        img = img.resize((SIZE, SIZE), Image.NEAREST)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def as_batch(x) -> tuple[torch.Tensor, list[str]]:
+    """Images in any accepted form -> (uint8 tensor (N, 3, 32, 32), a name for each).
+
+    Accepted: a path or a list of paths; a PIL image or a list of them; a numpy array or
+    tensor of 0-255 pixels shaped (32, 32, 3), (N, 32, 32, 3) as Keras and Pillow give
+    them, or (N, 3, 32, 32) as cifarlab's data set holds them. A list may mix paths and
+    images. A bad file raises ImageError naming it.
+    """
+    from PIL import Image
+    if isinstance(x, (str, Path, Image.Image)):
+        x = [x]
+    if isinstance(x, (list, tuple)) and not all(isinstance(i, (str, Path, Image.Image)) for i in x):
+        if any(isinstance(i, (str, Path, Image.Image)) for i in x):
+            raise ImageError("a list holds either file paths and PIL images or arrays, not both")
+        x = np.stack([np.asarray(i) for i in x])
+    if isinstance(x, (list, tuple)):
+        arrays = [load_image(i) if not isinstance(i, Image.Image) else _to_array(i) for i in x]
+        names = [str(i) if not isinstance(i, Image.Image) else f"image[{n}]" for n, i in enumerate(x)]
+        if not arrays:
+            return torch.zeros(0, 3, SIZE, SIZE, dtype=torch.uint8), []
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), names
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or not ({a.shape[1:]} & {(SIZE, SIZE, 3), (3, SIZE, SIZE)}):
+        raise ImageError(f"an array of images must be (32, 32, 3), (N, 32, 32, 3) or (N, 3, 32, 32); "
+                         f"got shape {a.shape}. Pass image files to have them resized.")
+    if a.shape[-1] == 3 and a.shape[1] != 3:
+        a = a.transpose(0, 3, 1, 2)
+    if a.dtype != np.uint8:
+        if a.size and 0 < a.max() <= 1.0:
+            warnings.warn("these pixel values are all within 0-1; cifarlab expects 0-255 (as Keras's "
+                          "img_to_array gives) and applies the run's own normalisation", stacklevel=3)
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(a)), [f"array[{i}]" for i in range(len(a))]
+
+
+# --- the model --------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    source: str  # file name, or image[i] / array[i]
+    top: list  # [(class name, probability), ...], most likely first
+    probs: np.ndarray = field(repr=False)  # (10,) probabilities
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def prob(self) -> float:
+        return self.top[0][1]
+
+    def as_dict(self) -> dict:
+        return {"file": self.source, "top": [{"class": c, "prob": round(p, 6)} for c, p in self.top]}
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.source}: " + ", ".join(f"{c} {p:.2f}" for c, p in self.top) + ")"
+
+
+class Model:
+    """A trained network with its normalisation, on one backend: torch or onnxruntime."""
+
+    def __init__(self, config: dict, norm: dict, net=None, session=None, device="cpu", source="",
+                 info: dict | None = None):
+        self.config = config  # the run's resolved config, as a dict
+        self.mean = torch.tensor(norm["mean"], dtype=torch.float32)  # per channel, 0-1 scale
+        self.std = torch.tensor(norm["std"], dtype=torch.float32)
+        self.classes = CLASSES
+        self.net, self.session = net, session
+        self.backend = "torch" if net is not None else "onnx"
+        self.device = torch.device(device)
+        self.source = str(source)
+        self.info = info or {}  # where it came from: run folder, epoch, test accuracy
+
+    def __repr__(self) -> str:
+        return f"cifarlab.Model({self.config.get('name')!r} from {self.source}, {self.backend}, {self.device})"
+
+    @property
+    def norm(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def logits(self, x: torch.Tensor, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
+        """Logits (float32, CPU) of a uint8 batch (N, 3, 32, 32); with tta, the log of the
+        mean of the plain and mirrored views' probabilities, as train.evaluate computes it."""
+        if self.backend == "torch":
+            from .train import evaluate
+            y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
+            return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
+                            batch_size, self.config.get("channels_last", True), None, tta)["logits"]
+        from .augment import normalize
+        out = []
+        for i in range(0, len(x), batch_size):
+            xb = normalize(x[i:i + batch_size], self.mean, self.std).numpy()
+            o = torch.from_numpy(self._run_onnx(xb))
+            if tta:
+                o = torch.log((o.softmax(1) + torch.from_numpy(self._run_onnx(xb[..., ::-1].copy())).softmax(1)) / 2)
+            out.append(o)
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def _run_onnx(self, xb: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.session.get_inputs()[0].name: xb.astype(np.float32)})[0]
+
+    def probs(self, x, tta: bool = False) -> np.ndarray:
+        """Class probabilities (N, 10) of images in any form `as_batch` accepts."""
+        batch, _ = as_batch(x)
+        if len(batch) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.logits(batch, tta=tta).softmax(1).numpy()
+
+    def predict(self, x, top: int = 3, tta: bool = False) -> list[Prediction]:
+        """One Prediction per image, with the `top` most likely classes."""
+        batch, names = as_batch(x)
+        if len(batch) == 0:
+            return []
+        p = self.logits(batch, tta=tta).softmax(1).numpy()
+        return [_prediction(n, row, top, self.classes) for n, row in zip(names, p)]
+
+    def evaluate(self, tta: bool = False, data=None) -> dict:
+        """Accuracy and loss on the CIFAR-10 test set, per class and as a confusion matrix."""
+        from .evaluate import evaluate_model
+        return evaluate_model(self, tta=tta, data=data)
+
+
+def _prediction(name: str, p: np.ndarray, k: int, classes) -> Prediction:
+    order = np.argsort(-p, kind="stable")[:max(1, k)]
+    return Prediction(name, [(classes[i], float(p[i])) for i in order], p)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+def load(path, device: str = "auto") -> Model:
+    """A run folder (its checkpoint.pt), a checkpoint file, an export folder, or an exported
+    model.safetensors / model.onnx with its model.json beside it."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "checkpoint.pt").is_file():
+            return load_checkpoint(path / "checkpoint.pt", device)
+        if (path / EXPORT_CONFIG).is_file():
+            for name in ("model.safetensors", "model.onnx"):
+                if (path / name).is_file():
+                    return load(path / name, device)
+            raise ModelError(f"{path} has {EXPORT_CONFIG} but neither model.safetensors nor model.onnx")
+        raise ModelError(f"{path} is neither a run folder (no checkpoint.pt; has the run finished "
+                         f"its first epoch?) nor an export folder (no {EXPORT_CONFIG})")
+    if not path.exists():
+        raise ModelError(f"{path}: no such run folder or model file")
+    if path.suffix == ".pt":
+        return load_checkpoint(path, device)
+    if path.suffix in (".safetensors", ".onnx"):
+        return load_export(path, device)
+    raise ModelError(f"{path}: not a model cifarlab reads; give a run folder, an export folder, "
+                     f"or a .pt, .safetensors or .onnx file")
+
+
+def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Module, torch.device]:
+    from .train import pick_device
+    try:
+        dev = pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
+    except RuntimeError as e:
+        raise ModelError(str(e).replace("device=", "--device ").replace("use --device cpu", "use --device cpu "
+                                                                        "or auto")) from None
+    net = net.to(dev)
+    if config.get("channels_last", True):  # the memory format the run trained and tested in
+        net = net.to(memory_format=torch.channels_last)
+    return net.eval(), dev
+
+
+def load_checkpoint(path, device: str = "auto") -> Model:
+    from . import checkpoint
+    state = checkpoint.load(path)  # map_location="cpu": GPU-written tensors land on the CPU
+    net, dev = _place(checkpoint.model_from_checkpoint(state), state["config"], device)
+    norm = state.get("norm") or _summary_norm(Path(path).parent) or _scale_norm(state["config"], path)
+    info = {"run": str(Path(path).parent), "epoch": state.get("epoch"), "epochs": state["config"].get("epochs")}
+    return Model(state["config"], norm, net=net, device=dev, source=path, info=info)
+
+
+def _summary_norm(run_dir: Path) -> dict | None:
+    s = run_dir / "summary.json"
+    return json.loads(s.read_text()).get("norm") if s.is_file() else None
+
+
+def _scale_norm(config: dict, path) -> dict:
+    if config.get("norm", "scale") != "scale":
+        raise ModelError(f"{path} records no normalisation statistics for norm={config['norm']}")
+    return {"mean": [0.0] * 3, "std": [1.0] * 3}  # pixels / 255
+
+
+def load_export(path, device: str = "auto") -> Model:
+    """model.safetensors (torch) or model.onnx (onnxruntime), described by model.json beside it."""
+    path = Path(path)
+    meta_path = path.with_name(EXPORT_CONFIG)
+    if not meta_path.is_file():
+        raise ModelError(f"{path}: {EXPORT_CONFIG} (the model's config and normalisation) is missing "
+                         f"beside it; export again with `cifarlab export`")
+    meta = json.loads(meta_path.read_text())
+    info = {k: meta.get(k) for k in ("run", "epoch", "test_acc")}
+    if path.suffix == ".onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError("running an ONNX model needs onnxruntime: pip install 'cifarlab[export]'") from None
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return Model(meta["config"], meta["norm"], session=session, device="cpu", source=path, info=info)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ModelError("reading safetensors needs the safetensors package: pip install 'cifarlab[export]'") \
+            from None
+    from .config import from_dict
+    from .models import build_model
+    net = build_model(from_dict(meta["config"]))
+    net.load_state_dict(load_file(str(path), device="cpu"))
+    net, dev = _place(net, meta["config"], device)
+    return Model(meta["config"], meta["norm"], net=net, device=dev, source=path, info=info)
+
+
+# --- the `predict` verb -----------------------------------------------------------------
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict the class of image files",
+                       description="Predict the classes of image files (PNG, JPEG, BMP, GIF, WebP, TIFF, any "
+                                   "size: resized to 32x32 as Keras load_img does) with a run or an exported "
+                                   "model. A file that fails is reported on stderr and the others are still "
+                                   "predicted; the exit status is 1 if any failed.")
+    p.add_argument("model", metavar="RUN_DIR", help="run folder, export folder, or .pt/.safetensors/.onnx file")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", "-k", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from .cli import UsageError
+    if not 1 <= args.top <= len(CLASSES):
+        raise UsageError(f"--top must be between 1 and {len(CLASSES)}")
+    try:
+        model = load(args.model, args.device)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    arrays, names, errors = [], [], []
+    for path in args.images:  # read each on its own, so one bad file spoils nothing else
+        try:
+            arrays.append(load_image(path))
+            names.append(path)
+        except ImageError as e:
+            errors.append({"file": path, "error": str(e)})
+            print(f"cifarlab predict: error: {e}", file=sys.stderr)
+    results = []
+    if arrays:
+        probs = model.probs(np.stack(arrays), tta=args.tta)
+        results = [_prediction(n, p, args.top, model.classes) for n, p in zip(names, probs)]
+    if args.json:
+        print(json.dumps({"model": str(args.model), "predictions": [r.as_dict() for r in results],
+                          "errors": errors}, indent=2))
+    else:
+        width = max((len(r.source) for r in results), default=0)
+        for r in results:
+            print(f"{r.source:<{width}}  " + "  ".join(f"{c:<10} {p:6.1%}" for c, p in r.top).rstrip())
+    if errors:
+        print(f"cifarlab predict: {len(errors)} of {len(args.images)} file(s) failed", file=sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,461 @@
+"""Turn a study folder into a report: report.html (self-contained) and report.md.
+
+    cifarlab report studies/quick          # -> studies/quick/report.html, report.md, report.json
+    cifarlab report                        # the most recent study under ./studies
+
+    from cifarlab.report import collect, write_report
+    rows = collect("studies/quick")        # one row per experiment, from the runs' summary.json
+
+The HTML embeds every figure as base64 PNG, so the one file opens offline; report.md
+links the same PNGs in report_files/. report.json holds the numbers of both.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .study import STUDY_ORDER
+
+# The study's claims, as (experiment, compared with, what the seed report said).
+CLAIMS = [
+    ("centered", "combined", "centering inputs 'did not have a significant impact' (88.25 vs 87.82)"),
+    ("adam", "combined", "Adam 'reaches comparable results to SGD' (86.99 vs 87.82)"),
+    ("adamw", "combined", "AdamW with Keras defaults failed (41.3)"),
+    ("cosine", "combined", "cosine annealing 'slightly offset the accuracy to the worse' (87.86 vs 87.82)"),
+    ("cosine_restarts", "combined", "cosine with restarts is lower (84.50 vs 87.82)"),
+    ("step_decay", "combined", "the step decay's untuned values failed (64.42)"),
+    ("warmup_cosine", "cosine", "warm-up before cosine: planned, never run"),
+    ("dropout", "vgg3", "dropout improves the baseline (82.12 vs 73.81)"),
+    ("weight_decay", "vgg3", "weight decay 'makes accuracy slightly worse' (72.95 vs 73.81)"),
+    ("augmentation", "vgg3", "augmentation improves the baseline (82.66 vs 73.81)"),
+    ("augmentation", "dropout", "dropout and augmentation improve 'to a similar degree' (82.66 vs 82.12)"),
+    ("increasing_dropout", "dropout", "increasing dropout beats a constant 0.2 (article: 84.69 vs 83.45)"),
+    ("dropout_augmentation", "augmentation", "dropout adds to augmentation (article: 85.88 vs 84.47)"),
+    ("combined", "dropout_augmentation", "BatchNorm and increasing dropout add more (article: 88.62 vs 85.88)"),
+    ("bn_only", "dropout_only", "BatchNorm alone beats Dropout alone at 100 epochs (83.94 vs 80.17)"),
+    ("bn_dropout_swapped", "bn_only", "swapping BN and Dropout hurts (59.49 vs 83.94)"),
+    ("vgg2", "vgg1", "a second block helps (article: 71.08 vs 67.07)"),
+    ("vgg3", "vgg2", "a third block helps (article: 73.50 vs 71.08)"),
+]
+
+# The groups the study's figures overlay (validation accuracy per epoch).
+GROUPS = [
+    ("Depth", ["vgg1", "vgg2", "vgg3"]),
+    ("Regularisers", ["vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
+                      "dropout_augmentation", "combined"]),
+    ("Input centering", ["combined", "centered"]),
+    ("Optimisers", ["combined", "adam", "adamw"]),
+    ("Learning-rate schedules", ["combined", "cosine", "cosine_restarts", "step_decay", "warmup_cosine"]),
+    ("BatchNorm / Dropout ablations", ["combined", "bn_dropout_swapped", "bn_only", "dropout_only"]),
+]
+
+REFS = (("seed_report", "seed report"), ("article", "article"))
+
+
+# --- numbers -------------------------------------------------------------------------
+
+def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str]]:
+    """Finished runs per preset ({preset: [run, ...]}, by seed) and the unfinished run folders."""
+    from .train import read_metrics
+    runs, unfinished = {}, []
+    for run_dir in sorted(Path(study_dir).glob("runs/*/seed*")):
+        if not (run_dir / "summary.json").is_file():
+            unfinished.append(str(run_dir.relative_to(study_dir)))
+            continue
+        s = json.loads((run_dir / "summary.json").read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        runs.setdefault(run_dir.parent.name, []).append(
+            {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)})
+    for rs in runs.values():
+        rs.sort(key=lambda r: r["summary"]["seed"])
+    return runs, unfinished
+
+
+def _order(names) -> list[str]:
+    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def experiment_row(name: str, rs: list[dict]) -> dict:
+    """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
+    accs = [100 * r["summary"]["test_acc"] for r in rs]
+    ref = rs[0]["summary"].get("reference") or {}
+    mean = float(np.mean(accs))
+    row = {
+        "experiment": name, "n": len(accs), "seeds": [r["summary"]["seed"] for r in rs],
+        "test_acc": accs, "mean": mean, "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+        "epochs": sorted({r["summary"]["epochs"] for r in rs}),
+        "wall_seconds": float(np.mean([r["summary"]["wall_seconds"] for r in rs])),
+        "comparable": all(r["summary"].get("comparable", True) for r in rs),
+        "train_images": sorted({r["summary"]["train_images"] for r in rs}),
+        "description": rs[0]["config"].get("description", ""),
+    }
+    for key, _ in REFS:
+        v = ref.get(key)
+        row[key] = float(v) if v is not None else None
+        row[f"diff_{key}"] = mean - float(v) if v is not None else None
+    return row
+
+
+def welch(a: list[float], b: list[float]) -> dict:
+    """Welch's t-test of mean(a) - mean(b), and the difference's 95% confidence interval."""
+    from scipy import stats
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = a.mean() - b.mean()
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:  # identical runs within each group: no noise to compare with
+        return {"diff": diff, "t": math.nan, "p": 0.0 if diff else 1.0, "df": math.nan,
+                "ci": (diff, diff)}
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
+    t, p = stats.ttest_ind(a, b, equal_var=False)
+    half = stats.t.ppf(0.975, df) * se
+    return {"diff": diff, "t": float(t), "p": float(p), "df": df, "ci": (diff - half, diff + half)}
+
+
+def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
+    """The study's claims first, then each experiment against the preset it varies."""
+    pairs = [(a, b, claim) for a, b, claim in CLAIMS]
+    seen = {(a, b) for a, b, _ in pairs} | {(b, a) for a, b, _ in pairs}
+    for a in _order(rows):
+        b = bases.get(a)
+        if b and (a, b) not in seen:
+            pairs.append((a, b, f"{a} against {b}, the preset it varies"))
+            seen |= {(a, b), (b, a)}
+    out = []
+    for a, b, claim in pairs:
+        if a not in rows or b not in rows or rows[a]["n"] < 2 or rows[b]["n"] < 2:
+            continue
+        w = welch(rows[a]["test_acc"], rows[b]["test_acc"])
+        same_length = rows[a]["epochs"] == rows[b]["epochs"]
+        out.append({"a": a, "b": b, "claim": claim, "n_a": rows[a]["n"], "n_b": rows[b]["n"], **w,
+                    "distinguishable": w["p"] < 0.05, "same_epochs": same_length,
+                    "comparable": rows[a]["comparable"] and rows[b]["comparable"]})
+    return out
+
+
+def preset_bases() -> dict[str, str]:
+    """preset -> the preset it starts from (`base:` in its YAML)."""
+    from importlib import resources
+    out = {}
+    for p in (resources.files("cifarlab") / "presets").iterdir():
+        if p.name.endswith(".yaml"):
+            d = yaml.safe_load(p.read_text()) or {}
+            if "base" in d:
+                out[p.name[:-5]] = d["base"]
+    return out
+
+
+def mean_history(rs: list[dict]) -> list[dict]:
+    """Epoch-wise mean over seeds (up to the shortest run)."""
+    n = min(len(r["history"]) for r in rs)
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    return [{"epoch": i + 1, **{k: float(np.mean([r["history"][i][k] for r in rs])) for k in keys}}
+            for i in range(n)]
+
+
+def best_run_analysis(run: dict, data_path=None) -> dict:
+    """Per-class accuracy and the confusion matrix of one run, from its checkpoint on the test set."""
+    import torch
+    from .checkpoint import load, model_from_checkpoint
+    from .data import CLASSES, load_cifar10
+    from .train import evaluate
+    state = load(run["dir"] / "checkpoint.pt")
+    model = model_from_checkpoint(state)
+    ds = load_cifar10(data_path)
+    norm = state.get("norm") or run["summary"]["norm"]
+    x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
+    cl = state["config"].get("channels_last", True)
+    if cl:  # evaluate as training did, so the accuracy matches the run's summary
+        model = model.to(memory_format=torch.channels_last)
+    ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl)
+    pred = ev["logits"].argmax(1).numpy()
+    m = np.zeros((10, 10), dtype=int)
+    np.add.at(m, (ds.y_test, pred), 1)
+    per = {c: float(m[i, i] / m[i].sum()) for i, c in enumerate(CLASSES)}
+    return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(), "per_class": per,
+            "classes": list(CLASSES)}
+
+
+# --- the report ----------------------------------------------------------------------
+
+def collect(study_dir, data_path=None, figures: bool = True) -> dict:
+    """Every number of the report; figures drawn into STUDY_DIR/report_files/ when asked."""
+    from . import plots
+    study_dir = Path(study_dir)
+    if not (study_dir / "runs").is_dir():
+        raise FileNotFoundError(f"{study_dir} is not a study folder (no runs/); run `cifarlab study` first")
+    runs, unfinished = load_runs(study_dir)
+    names = _order(runs)
+    rows = {n: experiment_row(n, runs[n]) for n in names}
+    meta_path = study_dir / "study.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    out = {"study_dir": str(study_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "meta": meta, "rows": [rows[n] for n in names], "unfinished": unfinished,
+           "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None}
+    if not figures or not names:
+        return out
+    fig_dir = study_dir / "report_files"
+    fig_dir.mkdir(exist_ok=True)
+    figs = out["figures"]
+    for n in names:
+        tag = "" if rows[n]["comparable"] else " (scaled: not comparable)"
+        seeds = f"mean of {rows[n]['n']} seeds" if rows[n]["n"] > 1 else "1 seed"
+        path = fig_dir / f"curves-{n}.png"
+        plots.curves(mean_history(runs[n]), path, title=f"{n}, {seeds}{tag}")
+        figs[f"curves-{n}"] = path.name
+    for title, members in GROUPS:
+        present = [m for m in members if m in runs]
+        if len(present) < 2:
+            continue
+        slug = title.lower().replace(" / ", "-").replace(" ", "-")
+        path = fig_dir / f"group-{slug}.png"
+        tag = "" if all(rows[m]["comparable"] for m in present) else " (scaled: not comparable)"
+        plots.overlay({m: mean_history(runs[m]) for m in present}, path,
+                      title=f"{title}: validation accuracy, mean over seeds{tag}")
+        figs[f"group-{slug}"] = path.name
+    best = max((r for n in names for r in runs[n]), key=lambda r: r["summary"]["test_acc"])
+    from .data import DataError
+    try:
+        b = best_run_analysis(best, data_path)
+    except (FileNotFoundError, DataError) as e:  # no checkpoint or no test set: the rest still stands
+        out["best_error"] = f"{best['dir']}: {e}"
+        return out
+    b["name"] = f"{best['dir'].parent.name}/{best['dir'].name}"
+    b["comparable"] = best["summary"].get("comparable", True)
+    plots.per_class(b["per_class"], fig_dir / "best-per-class.png", title=f"{b['name']}: accuracy per class")
+    plots.confusion(b["matrix"], b["classes"], fig_dir / "best-confusion.png",
+                    title=f"{b['name']}: confusion matrix (test set)")
+    figs["best-per-class"], figs["best-confusion"] = "best-per-class.png", "best-confusion.png"
+    out["best"] = b
+    return out
+
+
+def _f(v, fmt="{:.2f}", signed=False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return ("{:+.2f}" if signed else fmt).format(v)
+
+
+def _mark(row) -> str:
+    return "" if row["comparable"] else "†"
+
+
+def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["experiment", "test acc % (mean ± std)", "n", "seed report", "diff", "article", "diff",
+            "epochs", "wall / run", "comparable"]
+    body = []
+    for r in rep["rows"]:
+        m = _mark(r)
+        acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
+        body.append([r["experiment"], acc, str(r["n"]), _f(r["seed_report"]),
+                     _f(r["diff_seed_report"], signed=True) + (m if r["diff_seed_report"] is not None else ""),
+                     _f(r["article"]), _f(r["diff_article"], signed=True) + (m if r["diff_article"] is not None else ""),
+                     "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]),
+                     "yes" if r["comparable"] else "no (scaled)"])
+    return head, body
+
+
+def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["A", "B", "claim", "n A / B", "A - B (pp)", "95% CI", "p (Welch)", "verdict"]
+    body = []
+    for c in rep["comparisons"]:
+        verdict = "distinguishable" if c["distinguishable"] else "not distinguishable from noise"
+        notes = []
+        if not c["same_epochs"]:
+            notes.append("different epochs")
+        if not c["comparable"]:
+            notes.append("scaled runs")
+        if notes:
+            verdict += f" ({', '.join(notes)})"
+        body.append([c["a"], c["b"], c["claim"], f"{c['n_a']} / {c['n_b']}", _f(c["diff"], signed=True),
+                     f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]", _f(c["p"], "{:.3g}"), verdict])
+    return head, body
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _settings_line(rep: dict) -> str:
+    st = rep["meta"].get("settings", {})
+    invs = rep["meta"].get("invocations", [])
+    wall = sum(i.get("wall_seconds") or 0 for i in invs)
+    open_ = sum(i.get("finished") is None for i in invs)
+    runs = sum(r["wall_seconds"] * r["n"] for r in rep["rows"])
+    parts = [f"overrides: {' '.join(st.get('overrides') or []) or 'none'}",
+             f"epochs scale: {st.get('epochs_scale', 1.0)}", f"quick: {'yes' if st.get('quick') else 'no'}",
+             f"{len(invs)} invocation(s)" + (f", {_duration(wall)} wall time in those that ended"
+                                             if len(invs) > open_ else "")
+             + (f", {open_} still running or interrupted" if open_ else ""),
+             f"the finished runs' own training time adds up to {_duration(runs)}"]
+    return "; ".join(parts)
+
+
+NOTE_SCALED = ("† scaled run (epochs or training subset changed from the preset): not comparable to the "
+               "published figures; the differences show the pipeline, not the method.")
+
+
+def render_md(rep: dict) -> str:
+    def table(head, body):
+        lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join(lines)
+    figs = rep["figures"]
+    md = [f"# CIFAR-10 study report: {rep['study_dir']}", "", f"Created {rep['created']}. {_settings_line(rep)}.", ""]
+    if any(not r["comparable"] for r in rep["rows"]):
+        md += [f"**{NOTE_SCALED}**", ""]
+    md += ["## Results", "", "Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours minus "
+           "the published figure.", "", table(*results_table(rep)), ""]
+    if rep["unfinished"]:
+        md += [f"Not finished (not in the table): {', '.join(rep['unfinished'])}", ""]
+    md += ["## Experiments and the choices where the sources were silent", "",
+           table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]]), ""]
+    md += ["## Is the difference more than run-to-run noise?", ""]
+    if rep["comparisons"]:
+        md += ["Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
+               "accuracy (percentage points). Pairs need at least two seeds each.", "",
+               table(*stats_table(rep)), ""]
+    else:
+        md += ["No pair of experiments has two or more seeds each; run `cifarlab study --seeds 2` or more.", ""]
+    if rep.get("best_error"):
+        md += [f"Best run not analysed: {rep['best_error']}", ""]
+    if rep["best"]:
+        b = rep["best"]
+        md += [f"## Best run: {b['name']} ({100 * b['test_acc']:.2f}%{'' if b['comparable'] else '†'})", "",
+               f"![per-class accuracy](report_files/{figs['best-per-class']})", "",
+               f"![confusion matrix](report_files/{figs['best-confusion']})", ""]
+    groups = [k for k in figs if k.startswith("group-")]
+    if groups:
+        md += ["## Groups compared by the study", ""] + [f"![{k}](report_files/{figs[k]})\n" for k in groups]
+    md += ["## Learning curves per experiment", ""]
+    md += [f"### {r['experiment']}\n\n![{r['experiment']}](report_files/{figs['curves-' + r['experiment']]})\n"
+           for r in rep["rows"] if f"curves-{r['experiment']}" in figs]
+    return "\n".join(md) + "\n"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+ padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;vertical-align:top}
+th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
+td.text,th.text{text-align:left}tr:nth-child(even){background:#fafafa}
+.note{background:#fff6dd;border-left:4px solid #e0b000;padding:.5em 1em}
+.yes{color:#1a7f37}.no{color:#b35900}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em}
+figure{margin:0}figcaption{font-size:.9em;color:#555}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(rep: dict, study_dir: Path) -> str:
+    e = html.escape
+    fig_dir = Path(study_dir) / "report_files"
+    figs = rep["figures"]
+
+    def table(head, body, text_cols=(), cls=""):
+        h = "".join(f'<th class="text">{e(c)}</th>' if i in text_cols else f"<th>{e(c)}</th>"
+                    for i, c in enumerate(head))
+        rows = []
+        for row in body:
+            cells = []
+            for i, c in enumerate(row):
+                klass = "text" if i in text_cols else ""
+                if c in ("yes", "no (scaled)") and head[i] == "comparable":
+                    klass += " yes" if c == "yes" else " no"
+                cells.append(f'<td class="{klass.strip()}">{e(c)}</td>' if klass else f"<td>{e(c)}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+    parts = [f"<h1>CIFAR-10 study report</h1><p>{e(rep['study_dir'])}: created {e(rep['created'])}. "
+             f"{e(_settings_line(rep))}.</p>"]
+    if any(not r["comparable"] for r in rep["rows"]):
+        parts.append(f'<p class="note">{e(NOTE_SCALED)}</p>')
+    parts.append("<h2>Results</h2><p>Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours "
+                 "minus the published figure.</p>")
+    parts.append(table(*results_table(rep), cls="results"))
+    if rep["unfinished"]:
+        parts.append(f"<p>Not finished (not in the table): {e(', '.join(rep['unfinished']))}</p>")
+    parts.append("<h2>Experiments and the choices where the sources were silent</h2>")
+    parts.append(table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]],
+                       text_cols=(1,), cls="presets"))
+    parts.append("<h2>Is the difference more than run-to-run noise?</h2>")
+    if rep["comparisons"]:
+        parts.append("<p>Welch's t-test over seeds and the 95% confidence interval of the difference in mean "
+                     "test accuracy (percentage points). Pairs need at least two seeds each.</p>")
+        parts.append(table(*stats_table(rep), text_cols=(2, 7), cls="stats"))
+    else:
+        parts.append("<p>No pair of experiments has two or more seeds each; run <code>cifarlab study --seeds 2"
+                     "</code> or more.</p>")
+    if rep.get("best_error"):
+        parts.append(f"<p>Best run not analysed: {e(rep['best_error'])}</p>")
+    if rep["best"]:
+        b = rep["best"]
+        parts.append(f"<h2>Best run: {e(b['name'])} ({100 * b['test_acc']:.2f}%"
+                     f"{'' if b['comparable'] else '†'})</h2><div class=grid>")
+        for k, cap in (("best-per-class", "accuracy per class"), ("best-confusion", "confusion matrix")):
+            parts.append(f"<figure>{_img(fig_dir / figs[k], cap)}<figcaption>{e(cap)}</figcaption></figure>")
+        parts.append("</div>")
+    groups = [k for k in figs if k.startswith("group-")]
+    if groups:
+        parts.append("<h2>Groups compared by the study</h2><div class=grid>")
+        parts += [f"<figure>{_img(fig_dir / figs[k], k)}</figure>" for k in groups]
+        parts.append("</div>")
+    parts.append("<h2>Learning curves per experiment</h2><div class=grid>")
+    for r in rep["rows"]:
+        k = f"curves-{r['experiment']}"
+        if k in figs:
+            parts.append(f"<figure>{_img(fig_dir / figs[k], r['experiment'])}"
+                         f"<figcaption>{e(r['experiment'])}: {e(r['description'])}</figcaption></figure>")
+    parts.append("</div>")
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>CIFAR-10 study report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(study_dir, data_path=None) -> dict:
+    study_dir = Path(study_dir)
+    rep = collect(study_dir, data_path)
+    from .checkpoint import atomic_write_text
+    atomic_write_text(study_dir / "report.md", render_md(rep))
+    atomic_write_text(study_dir / "report.html", render_html(rep, study_dir))
+    atomic_write_text(study_dir / "report.json", json.dumps(rep, indent=2, default=str))
+    return rep
+
+
+def latest_study(root="studies") -> Path:
+    found = sorted(Path(root).glob("*/study.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no study under {root}/; run `cifarlab study` or name a study folder")
+    return found[-1].parent
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="write report.html and report.md for a study folder",
+                       description="Summarise a study folder: results table with references, learning "
+                                   "curves, group overlays, the best run's confusion matrix, statistics.")
+    p.add_argument("study_dir", nargs="?", help="study folder (default: the most recent under ./studies)")
+    p.add_argument("--data", help="CIFAR-10 folder or archive, for the best run's confusion matrix")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    study_dir = Path(args.study_dir) if args.study_dir else latest_study()
+    rep = write_report(study_dir, args.data)
+    print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
+          f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons")
+    print(f"-> {study_dir / 'report.html'}\n-> {study_dir / 'report.md'}")
+    return 0

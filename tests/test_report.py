@@ -1,0 +1,122 @@
+"""The report of a small real study: rows, numbers equal to the runs, figures, statistics, a browser."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def report(small_study):
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(small_study["dir"])],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    d = small_study["dir"]
+    return {"dir": d, "json": json.loads((d / "report.json").read_text()),
+            "html": (d / "report.html").read_text(), "md": (d / "report.md").read_text(), "out": p.stdout}
+
+
+def summaries(study, preset):
+    return [json.loads(p.read_text()) for p in sorted((study / "runs" / preset).glob("seed*/summary.json"))]
+
+
+def test_rows_follow_the_study_and_match_the_runs(report):
+    rows = report["json"]["rows"]
+    assert [r["experiment"] for r in rows] == ["vgg3", "dropout", "bn_only"]  # the study's order
+    for r in rows:
+        accs = [100 * s["test_acc"] for s in summaries(report["dir"], r["experiment"])]
+        assert r["n"] == 2 and r["test_acc"] == accs
+        assert r["mean"] == pytest.approx(np.mean(accs), abs=1e-9)
+        assert r["std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-9)
+        assert r["epochs"] == [3] and r["comparable"] is False
+        cell = f"{r['mean']:.2f} ± {r['std']:.2f}†"
+        assert cell in report["html"] and cell in report["md"]
+    vgg3 = rows[0]
+    assert (vgg3["seed_report"], vgg3["article"]) == (73.81, 73.50)
+    assert vgg3["diff_seed_report"] == pytest.approx(vgg3["mean"] - 73.81)
+    bn_only = rows[2]
+    assert bn_only["article"] is None  # no published figure: shown as "-"
+    assert re.search(r"<td>bn_only</td><td>[^<]+</td><td>2</td><td>83\.94</td><td>[-+][\d.]+†</td>"
+                     r"<td>-</td><td>-</td>", report["html"])
+    assert "not comparable" in report["html"] and "no (scaled)" in report["md"]
+
+
+def test_statistics_start_with_the_studys_claims(report):
+    from scipy import stats
+    comps = report["json"]["comparisons"]
+    first = comps[0]
+    assert (first["a"], first["b"]) == ("dropout", "vgg3")  # the only claim with both sides present
+    a = [100 * s["test_acc"] for s in summaries(report["dir"], "dropout")]
+    b = [100 * s["test_acc"] for s in summaries(report["dir"], "vgg3")]
+    t, p = stats.ttest_ind(a, b, equal_var=False)
+    assert first["p"] == pytest.approx(p) and first["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    lo, hi = first["ci"]
+    assert lo < first["diff"] < hi
+    # then bn_only against the preset it varies is absent (combined was not run)
+    assert all({c["a"], c["b"]} <= {"vgg3", "dropout", "bn_only"} for c in comps)
+    assert "Welch" in report["html"] and f"{p:.3g}" in report["md"]
+
+
+def test_figures_are_embedded_and_the_best_run_is_measured(report):
+    html = report["html"]
+    imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    figs = report["json"]["figures"]
+    # 3 curves, the regulariser overlay (vgg3, dropout), per-class and confusion of the best run
+    assert set(figs) == {"curves-vgg3", "curves-dropout", "curves-bn_only", "group-regularisers",
+                         "best-per-class", "best-confusion"}
+    assert len(imgs) == len(figs) == html.count("<img ")
+    import base64
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+    assert "http://" not in html and "https://" not in html and "file:" not in html  # opens offline
+    for name in figs.values():
+        assert f"report_files/{name}" in report["md"] and (report["dir"] / "report_files" / name).is_file()
+    best = report["json"]["best"]
+    runs = {f"{p}/seed{s['seed']}": s for p in ("vgg3", "dropout", "bn_only") for s in summaries(report["dir"], p)}
+    top = max(runs, key=lambda k: runs[k]["test_acc"])
+    assert best["name"] == top
+    m = np.array(best["matrix"])
+    assert m.sum() == 10_000 and (m.sum(1) == 1000).all()  # CIFAR-10's test set: 1,000 per class
+    assert np.trace(m) / 10_000 == pytest.approx(runs[top]["test_acc"], abs=3e-4)  # its own summary
+    assert best["per_class"]["cat"] == pytest.approx(m[3, 3] / 1000)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(*args):
+    profile = tempfile.mkdtemp()
+    try:
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                               "--disable-sync", f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (.ci/run installs it)")
+def test_report_renders_in_a_headless_browser(report, tmp_path):
+    from PIL import Image
+    url = (report["dir"] / "report.html").resolve().as_uri()
+    shot = tmp_path / "report.png"
+    p = _chromium(f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert shot.is_file(), p.stderr
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2000, 1280)
+    assert img.std() > 20 and (img < 128).mean() > 0.01  # text, tables and figures, not a blank page
+    dom = _chromium("--dump-dom", "--virtual-time-budget=5000", url).stdout
+    assert dom.count("<table") == 3  # results, experiments, statistics
+    assert dom.count("<img ") == len(report["json"]["figures"])
+    assert "vgg3" in dom and "Welch" in dom
+    # every image decoded: the browser reports its natural width once loaded
+    probe = tmp_path / "probe.html"
+    probe.write_text(report["html"].replace(
+        "</body>", "<script>document.body.setAttribute('data-loaded', [...document.images]"
+                   ".filter(i => i.complete && i.naturalWidth > 0).length)</script></body>"))
+    dom = _chromium("--dump-dom", "--virtual-time-budget=5000", probe.as_uri()).stdout
+    assert f'data-loaded="{len(report["json"]["figures"])}"' in dom

@@ -24,6 +24,10 @@ def test_overrides_are_type_checked_and_coerced():
     assert cfg.lr == 0.01 and cfg.epochs == 3 and cfg.dropout == [0.2, 0.3, 0.4, 0.5] and cfg.nesterov is True
     with pytest.raises(ConfigError, match="epochs='ten': expected int"):
         apply_overrides(cfg, ["epochs=ten"])
+    # text fields take the text as typed (YAML alone would read "off" as false)
+    assert apply_overrides(cfg, ["amp=off", "device=cpu"]).amp == "off"
+    with pytest.raises(ConfigError, match="amp='no'.*auto, off, bf16, fp16"):
+        apply_overrides(cfg, ["amp=no"])
     with pytest.raises(ConfigError, match="not key=value"):
         apply_overrides(cfg, ["epochs"])
 

@@ -223,12 +223,14 @@ def parse_overrides(items: list[str]) -> dict:
         key = key.strip().lstrip("-")
         if key not in FIELDS:
             raise ConfigError(f"unknown config key: {key}. Valid keys: {', '.join(FIELDS)}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        if value is None and raw.strip() == "":
-            value = ""
+        if _HINTS[key] is str:
+            # a text field takes the text as typed: YAML would read amp=off as False
+            value = raw.strip().strip("'\"")
+        else:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
         out[key] = value
     return out
 

@@ -91,6 +91,7 @@ class Config:
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror (2 views), 2 mirror and 1-pixel translations (6 views)
     test: bool = True  # measure the test set at the end (false for tuning runs, which must not see it)
     checkpoint_every: int = 1  # epochs between checkpoints
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (GPUs only), not per rank
     comparable: bool = True  # False once epochs/subset are scaled away from the preset (set by cifarlab)
 
 

@@ -397,7 +397,7 @@ def render_html(rep: dict, study_dir: Path) -> str:
     if rep["comparisons"]:
         parts.append("<p>Welch's t-test over seeds and the 95% confidence interval of the difference in mean "
                      "test accuracy (percentage points). Pairs need at least two seeds each.</p>")
-        parts.append(table(*stats_table(rep), text_cols=(2, 7), cls="stats"))
+        parts.append(table(*stats_table(rep), text_cols=(0, 1, 2, 7), cls="stats"))
     else:
         parts.append("<p>No pair of experiments has two or more seeds each; run <code>cifarlab study --seeds 2"
                      "</code> or more.</p>")

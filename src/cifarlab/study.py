@@ -4,6 +4,7 @@
     cifarlab study --only vgg3,dropout --seeds 3 --workers 2
     cifarlab study --quick                          # every preset, small and short: a pipeline check
     cifarlab study --epochs-scale 0.1 subset=20000  # scaled runs are marked not comparable
+    cifarlab study --backend ray --address HOST:6379   # each run a Ray task (ray_backend.py)
 
     from cifarlab.study import plan, run_job, BACKENDS
     jobs = plan(["vgg3"], seeds=2, overrides=["epochs=2"], study_dir="studies/x")
@@ -231,7 +232,14 @@ def run_inline(jobs: list[Job], workers: int = 1, on_result=None) -> list[dict]:
     return results
 
 
-BACKENDS = {"local": run_local, "inline": run_inline}
+def run_ray(jobs: list[Job], workers: int = 1, on_result=None, **options) -> list[dict]:
+    """Each job a Ray task, on a local instance or a cluster (ray_backend.py; Ray is imported only here)."""
+    from .ray_backend import run_ray as run
+    return run(jobs, workers, on_result, **options)
+
+
+BACKENDS = {"local": run_local, "inline": run_inline, "ray": run_ray}
+BACKEND_OPTIONS = {"ray": ("address", "gpus_per_run")}  # command-line options only that backend takes
 
 
 # --- the study folder ------------------------------------------------------------------
@@ -280,7 +288,7 @@ def close_study(study_dir, meta: dict, results: list[dict], wall: float) -> None
 
 def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
               epochs_scale: float = 1.0, quick: bool = False, data_path=None, backend: str = "local",
-              log=print) -> list[dict]:
+              log=print, backend_options: dict | None = None) -> list[dict]:
     if backend not in BACKENDS:
         raise StudyError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if workers < 1 or seeds < 1 or epochs_scale <= 0:
@@ -306,7 +314,7 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
             f"({r['seconds']:.0f}s, study {time.perf_counter() - t0:.0f}s)")
 
     results = [run_job(j) for j in jobs if run_status(j.run_dir) == "finished"]
-    results += BACKENDS[backend](todo, workers, report) if todo else []
+    results += BACKENDS[backend](todo, workers, report, **(backend_options or {})) if todo else []
     wall = time.perf_counter() - t0
     close_study(study_dir, meta, results, wall)
     failed = [r for r in results if r["status"] in ("failed", "busy")]
@@ -333,6 +341,8 @@ def add_parser(sub) -> None:
                         f"{QUICK_SEEDS} seeds (about 30 min for all presets on 2 CPU cores)")
     p.add_argument("--epochs-scale", type=float, help="multiply every preset's epochs (and schedule lengths)")
     p.add_argument("--backend", default="local", help=f"how jobs run: {', '.join(BACKENDS)} (default local)")
+    p.add_argument("--address", help="ray: join the Ray cluster at HOST:PORT (default: start one here)")
+    p.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run holds; 0.25 packs 4 runs on a GPU")
     p.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFARLAB_DATA, then the user cache)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
     p.set_defaults(func=cmd_study)
@@ -344,9 +354,14 @@ def cmd_study(args) -> int:
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else 1)
     out = args.out or ("studies/quick" if args.quick else "studies/full")
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    given = {k: getattr(args, k) for k in ("address", "gpus_per_run") if getattr(args, k) is not None}
+    wrong = [k for k in given if k not in BACKEND_OPTIONS.get(args.backend, ())]
+    if wrong:
+        from .cli import UsageError
+        raise UsageError(f"--{wrong[0].replace('_', '-')} is an option of --backend ray, not {args.backend}")
     try:
         results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
-                            args.backend)
+                            args.backend, backend_options=given)
     except StudyError as e:
         from .cli import UsageError
         raise UsageError(str(e)) from None

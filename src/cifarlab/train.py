@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, distributed
 from .augment import alternating_flip_mask, augment_batch, crop, normalize
 from .config import Config, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
@@ -173,12 +173,14 @@ def _row(r: dict) -> str:
 
 
 def setup_threads(cfg: Config) -> None:
-    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or os.cpu_count() or 1
+    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or distributed.cores_per_process()
     torch.set_num_threads(n)
 
 
 def build_training(cfg: Config, device: torch.device):
     """The model on `device` in the config's memory format, its forward (compiled or not), its optimiser."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned conv algorithms pay back at once
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -216,7 +218,12 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None) -> dict:
+          progress: bool = True, command: list[str] | None = None, on_epoch=None) -> dict:
+    """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
+
+    on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
+    (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
+    """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     state = None
@@ -231,25 +238,32 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     if cfg is None:
         raise ValueError("train() needs a config unless it resumes a run folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
+    if not ddp.is_main:  # rank 0 alone speaks and writes
+        log, progress = (lambda *a, **k: None), False
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     setup_threads(cfg)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
-    device = pick_device(cfg.device)
+    device = ddp.device(pick_device(cfg.device))
     amp = amp_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)
+    # fast94 hook: the first layer learns from the data (before DDP copies rank 0's weights).
+    if state is None and hasattr(model, "init_from_data"):
+        model.init_from_data(data.x_train, data.mean, data.std)
+    model, fwd = ddp.wrap(model, fwd, cfg, device)  # DistributedDataParallel under torchrun
     n_params = count_parameters(model)
     n = len(data.y_train)
     steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps < 1:
         raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
     lr_at = build_schedule(cfg, steps)
-    # fast94 hooks: the first layer learns from the data; an optional Lookahead averager.
-    if state is None and hasattr(model, "init_from_data"):
-        model.init_from_data(data.x_train, data.mean, data.std)
+    ddp.check_batches(n, cfg)
+    # fast94 hook: an optional Lookahead averager of the weights.
     lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
 
     history, start_epoch, wall = [], 0, 0.0
@@ -264,7 +278,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     elif resume:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     log(f"{cfg.name}: {n_params:,} parameters, {n} training images, {steps} steps/epoch, "
-        f"device {_device_name(device)}")
+        f"device {_device_name(device)}" + (f" x {ddp.world} processes" if ddp.active else ""))
     _header(log)
     for r in history:
         log(_row(r))
@@ -295,7 +309,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             step = epoch * steps + i
             lr = lr_at(step)
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = make_batch(data, idx, cfg, gen, None if flips is None else flips[idx])
+            # this rank's slice of the batch (all of it when training alone)
+            xb, yb = ddp.split_batch(*make_batch(data, idx, cfg, gen, None if flips is None else flips[idx]))
             total, out = train_step(model, fwd, opt, xb, yb, cfg, lr, amp)
             if lookahead is not None:
                 lookahead.step(step, cfg.epochs * steps)
@@ -308,31 +323,35 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             elif progress and i == steps - 1:
                 bar.update(steps % 50 or 50)
         bar.close()
+        loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
         train_seconds = time.perf_counter() - t0
-        val = evaluate(model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
-                       cfg.channels_last, amp)
+        val = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
+                           cfg.channels_last, amp)
         dt = time.perf_counter() - t0
         wall += dt
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
                "images_per_second": seen / train_seconds, "wall_seconds": wall}
         history.append(row)
         log(_row(row))
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+        if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             write_metrics(run_dir, history)
             save_checkpoint(epoch + 1)
             _plot(run_dir, history, cfg)
+        if on_epoch is not None and ddp.is_main:
+            on_epoch(row, model, run_dir)
 
     if lookahead is not None:
         lookahead.finish()  # the slow weights are the result: evaluated, and what the checkpoint keeps
-        save_checkpoint(cfg.epochs)  # a second finish() (resuming from here) changes nothing
+        if ddp.is_main:
+            save_checkpoint(cfg.epochs)  # a second finish() (resuming from here) changes nothing
     final = {}
     if not data.val_is_test and (cfg.tta or lookahead is not None):
         # the held-out score of exactly what is tested: the number to choose settings by
-        final["val_acc_final"] = evaluate(model, data.x_val, data.y_val, data.mean, data.std,
-                                          cfg.eval_batch_size, cfg.channels_last, amp, cfg.tta)["acc"]
-    test = evaluate(model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
-                    cfg.channels_last, amp, cfg.tta) if cfg.test else {"acc": None, "loss": None}
+        final["val_acc_final"] = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std,
+                                              cfg.eval_batch_size, cfg.channels_last, amp, cfg.tta)["acc"]
+    test = ddp.evaluate(evaluate, model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
+                        cfg.channels_last, amp, cfg.tta) if cfg.test else {"acc": None, "loss": None}
     summary = {
         "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"], **final,
         "tta": cfg.tta, "total_seconds": time.perf_counter() - t_start,
@@ -343,7 +362,11 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
     }
-    checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    if ddp.active:
+        summary["processes"] = ddp.world
+    if ddp.is_main:
+        checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
     if cfg.test:
         log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")
     else:

@@ -1,0 +1,457 @@
+"""Training throughput side by side: cifarlab's own step, a plain PyTorch loop, Keras.
+
+    cifarlab bench                                   # both models, all contenders, 5 repetitions
+    cifarlab bench --models vgg3 --reps 3 --steps 40 --keras-python /path/to/venv/bin/python
+    cifarlab bench --peak-gflops 157 --json bench.json
+    cifarlab bench --runs runs/fast_combined-* --target 0.88   # only the time-to-accuracy of run folders
+
+Contenders, on the same images, model and batch (64, fp32, SGD lr 0.001 momentum 0.9):
+- cifarlab: train.py's own `make_batch` + `train_step` (uint8 data, batch augmentation);
+- plain: the loop most people write: nn.Sequential, a DataLoader over a Dataset that
+  converts and augments one image at a time (numpy shift with edge fill, and flip);
+- keras: the same network in Keras on TensorFlow, in its own process (cifarlab.keras_worker);
+  skipped with a note when TensorFlow is not importable by --keras-python.
+Contenders alternate (A B C A B C ...) for --reps repetitions of --steps steps each, so
+drift on a shared machine hits them alike; the table shows the median, the range and
+each contender's ratio to cifarlab. It also counts the model's FLOPs per training
+image, measures the device's fp32 matmul peak (or takes --peak-gflops) and prints the
+fraction of it reached, and times evaluation of the 10,000-image test set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import apply_overrides, load_preset
+from .train import (build_training, evaluate, make_batch, prepare_data, read_metrics, setup_threads,
+                    train_step)
+
+VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
+COMBINED = ["batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]", "augment=shift_flip"]  # the study's combined
+MODELS = {"vgg3": VGG3, "combined": COMBINED}
+CONTENDERS = ("cifarlab", "plain", "keras")
+
+
+def bench_config(model_overrides: list[str], extra: list[str] = (), subset: int = 4000):
+    """The vgg3 preset with a model's overrides, on a class-balanced subset, for timing."""
+    return apply_overrides(load_preset("vgg3"), [*model_overrides, f"subset={subset}", *extra])
+
+
+# --- FLOPs and peak ----------------------------------------------------------------------
+
+def forward_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:
+    """FLOPs (multiply and add counted apart) of the convolutions and linear layers for one image."""
+    total = [0]
+    first = []
+
+    def conv(m, i, o):
+        total[0] += 2 * o[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        first.append(total[0])
+
+    def lin(m, i, o):
+        total[0] += 2 * o[0].numel() * m.in_features
+        first.append(total[0])
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else lin)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(shape).to(next(model.parameters()).device))
+    model.train(was)
+    for h in hooks:
+        h.remove()
+    forward_flops.first_layer = first[0] if first else 0
+    return total[0]
+
+
+def train_flops(model: nn.Module) -> int:
+    """A training step per image: forward, the weight gradients and the input gradients of every
+    layer but the first (the image itself needs no gradient): about 3x the forward."""
+    f = forward_flops(model)
+    return 3 * f - forward_flops.first_layer
+
+
+def measure_peak_gflops(device: torch.device, n: int = 2048, seconds: float = 3.0,
+                        dtype=torch.float32) -> float:
+    """Sustained n x n matrix-multiply rate in GFLOP/s: the practical peak of the device."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    k, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(4):
+            a @ b
+        k += 4
+        _sync(device)
+    return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    name, family, model, flags = platform.processor() or platform.machine(), "?", "?", ""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        name, family, model = fields.get("model name", name), fields.get("cpu family", "?"), fields.get("model", "?")
+        flags = fields.get("flags", "")
+    except OSError:
+        pass
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
+    if "avx512_bf16" in flags:
+        isa += "+bf16"
+    return (f"{name} (family {family} model {model}, {isa}), {torch.get_num_threads()} threads of "
+            f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+
+
+# --- contenders ----------------------------------------------------------------------------
+
+class CifarlabContender:
+    """train.py's own code path: make_batch + train_step over a shuffled resident data set."""
+    name = "cifarlab"
+
+    def __init__(self, cfg, device):
+        self.cfg, self.device = cfg, device
+        self.data = prepare_data(cfg, device)
+        self.model, self.fwd, self.opt = build_training(cfg, device)
+        from .train import amp_dtype
+        self.amp = amp_dtype(cfg, device)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.n = len(self.data.y_train)
+        self.perm, self.pos = None, self.n
+
+    def run(self, steps: int) -> float:
+        bs, loss_sum = self.cfg.batch_size, torch.zeros((), device=self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            if self.pos + bs > self.n:
+                self.perm, self.pos = torch.randperm(self.n, generator=self.gen).to(self.device), 0
+            idx = self.perm[self.pos:self.pos + bs]
+            self.pos += bs
+            xb, yb = make_batch(self.data, idx, self.cfg, self.gen)
+            total, _ = train_step(self.model, self.fwd, self.opt, xb, yb, self.cfg, self.cfg.lr, self.amp)
+            loss_sum += total
+        loss_sum.item()  # one host sync, as the training loop has per epoch
+        return steps * bs / (time.perf_counter() - t0)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """One image at a time, as most PyTorch code does it: uint8 -> float, then shift and flip."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, augment: bool, shift: int = 3):
+        self.x, self.y, self.augment, self.shift = x, y, augment, shift
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img = self.x[i].astype(np.float32) / 255.0  # (3, 32, 32)
+        if self.augment:
+            s = self.shift
+            dx, dy = self.rng.integers(-s, s + 1, 2)
+            img = np.pad(img, ((0, 0), (s, s), (s, s)), mode="edge")[:, s + dy:s + dy + 32, s + dx:s + dx + 32]
+            if self.rng.random() < 0.5:
+                img = img[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(img)), int(self.y[i])
+
+
+def plain_model(batchnorm: bool, rates) -> nn.Sequential:
+    layers, c = [], 3
+    for b, w in enumerate((32, 64, 128)):
+        for _ in range(2):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(w))
+            c = w
+        layers.append(nn.MaxPool2d(2))
+        if rates[b]:
+            layers.append(nn.Dropout(rates[b]))
+    layers += [nn.Flatten(), nn.Linear(128 * 16, 128), nn.ReLU()]
+    if batchnorm:
+        layers.append(nn.BatchNorm1d(128))
+    if rates[3]:
+        layers.append(nn.Dropout(rates[3]))
+    return nn.Sequential(*layers, nn.Linear(128, 10))
+
+
+class PlainContender:
+    """The straightforward loop: DataLoader(Dataset), nn.Sequential, loss.item() every step."""
+    name = "plain"
+
+    def __init__(self, cfg, x: np.ndarray, y: np.ndarray, workers: int = 0):
+        rates = cfg.dropout if isinstance(cfg.dropout, list) else [cfg.dropout] * 4
+        self.model = plain_model(cfg.batchnorm, rates)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        self.loss = nn.CrossEntropyLoss()
+        ds = ImageDataset(x, y, cfg.augment != "none")
+        self.loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True,
+                                                  num_workers=workers, drop_last=True,
+                                                  persistent_workers=workers > 0)
+        self.it = iter(self.loader)
+        self.bs = cfg.batch_size
+
+    def _next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def run(self, steps: int) -> float:
+        self.model.train()
+        running = 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            xb, yb = self._next()
+            self.opt.zero_grad()
+            loss = self.loss(self.model(xb), yb)
+            loss.backward()
+            self.opt.step()
+            running += loss.item()
+        return steps * self.bs / (time.perf_counter() - t0)
+
+
+class KerasContender:
+    """Keras on TensorFlow in a worker process, driven over stdin/stdout."""
+    name = "keras"
+
+    def __init__(self, model: str, x: np.ndarray, y: np.ndarray, python: str, timeout: float = 900):
+        self.tmp = tempfile.TemporaryDirectory(prefix="cifarlab-keras-")
+        path = Path(self.tmp.name) / "data.npz"
+        np.savez(path, x=x.transpose(0, 2, 3, 1), y=y)  # Keras wants channels last
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+        self.proc = subprocess.Popen([python, "-m", "cifarlab.keras_worker", str(path), model],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.info = self._reply()
+
+    def _reply(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read()[-2000:]
+                raise RuntimeError(f"Keras worker ended: {err.strip() or 'no message'}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def run(self, steps: int) -> float:
+        self.proc.stdin.write(f"run {steps}\n")
+        self.proc.stdin.flush()
+        return self._reply()["images_per_second"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        self.tmp.cleanup()
+
+
+def keras_available(python: str) -> str | None:
+    """None when `python` can import TensorFlow and Keras, else the reason it cannot."""
+    try:
+        p = subprocess.run([python, "-c", "import tensorflow, keras"], capture_output=True, text=True,
+                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"cannot run {python}: {e}"
+    if p.returncode:
+        return (f"TensorFlow is not importable by {python} (install the extra: pip install "
+                f"'cifarlab[keras]', or pass --keras-python of an environment that has it)")
+    return None
+
+
+# --- the bench -------------------------------------------------------------------------
+
+def bench_model(name: str, contenders, reps: int, steps: int, subset: int, device, log=print,
+                keras_python: str | None = None, plain_workers: int = 0, warmup: int = 5,
+                probe=None) -> dict:
+    """Alternate the contenders `reps` times; `probe()`, when given, runs once per repetition too
+    (the peak's matmul, so it samples the same machine load as the contenders)."""
+    cfg = bench_config(MODELS[name], [f"device={device.type}"], subset)
+    if subset < (steps + warmup) * cfg.batch_size:  # every step a full, distinct batch
+        raise ValueError(f"subset={subset} is too small for {steps}+{warmup} steps of {cfg.batch_size}")
+    runners, notes = {}, {}
+    own = CifarlabContender(cfg, device)
+    runners["cifarlab"] = own
+    x = own.data.x_train.cpu().numpy()
+    y = own.data.y_train.cpu().numpy()
+    if "plain" in contenders:
+        runners["plain"] = PlainContender(cfg, x, y, plain_workers)
+    if "keras" in contenders:
+        why = keras_available(keras_python or sys.executable)
+        if why:
+            notes["keras"] = f"skipped: {why}"
+            log(f"keras: {notes['keras']}")
+        else:
+            runners["keras"] = KerasContender(name, x, y, keras_python or sys.executable)
+    try:
+        for r in runners.values():  # warm-up: allocator, oneDNN kernels, graph tracing
+            r.run(warmup)
+        samples = {k: [] for k in runners}
+        for rep in range(reps):
+            for k, r in runners.items():
+                samples[k].append(r.run(steps))
+            if probe:
+                probe()
+            log(f"  {name} rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()))
+    finally:
+        if "keras" in runners:
+            runners["keras"].close()
+    flops = train_flops(own.model)
+    ref = statistics.median(samples["cifarlab"])
+    rows = []
+    for k, v in samples.items():
+        med = statistics.median(v)
+        rows.append({"contender": k, "images_per_second": med, "min": min(v), "max": max(v), "samples": v,
+                     "ratio": ref / med, "gflops": med * flops / 1e9})
+    info = {}
+    if "keras" in runners:
+        info["keras"] = runners["keras"].info
+    return {"model": name, "batch_size": cfg.batch_size, "train_mflops_per_image": flops / 1e6,
+            "forward_mflops_per_image": forward_flops(own.model) / 1e6, "rows": rows, "notes": notes,
+            "info": info, "_own": own}
+
+
+def eval_seconds(own: CifarlabContender, amp=None) -> dict:
+    """Seconds to evaluate the 10,000-image test set with train.py's evaluate."""
+    d = own.data
+    evaluate(own.model, d.x_test[:1000], d.y_test[:1000], d.mean, d.std, 1000, own.cfg.channels_last, amp)
+    t0 = time.perf_counter()
+    r = evaluate(own.model, d.x_test, d.y_test, d.mean, d.std, own.cfg.eval_batch_size,
+                 own.cfg.channels_last, amp)
+    return {"seconds": time.perf_counter() - t0, "images": len(d.y_test), "acc": r["acc"]}
+
+
+def time_to_accuracy(history: list[dict], target: float, key: str = "val_acc") -> dict | None:
+    """Wall seconds and epoch at which `key` first reaches `target`, from a run's metrics rows."""
+    for r in history:
+        if r[key] >= target:
+            return {"epoch": int(r["epoch"]), "wall_seconds": r["wall_seconds"], "acc": r[key]}
+    return None
+
+
+def run(args, log=print) -> dict:
+    models = [m for m in (args.models if args.models is not None else
+                          "" if args.runs else "vgg3,combined").split(",") if m]
+    setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
+    device = torch.device(args.device)
+    result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
+              "subset": args.subset, "models": [], "command": sys.argv}
+    log(f"device: {result['device']}")
+    if args.peak_gflops:
+        result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"
+    probe = None
+    if not args.peak_gflops and not args.no_peak and models:
+        # A shared machine lowers any one measurement: sample the matmul rate once per repetition
+        # and keep the best, the closest to what the cores give when nothing else runs.
+        peaks = result["peak_samples"] = [measure_peak_gflops(device)]
+        probe = lambda: peaks.append(measure_peak_gflops(device, seconds=1.0))  # noqa: E731
+        result["peak_source"] = "measured: best fp32 sgemm 2048 over the run"
+    contenders = [c for c in args.contenders.split(",") if c]
+    bad = sorted(set(contenders) - set(CONTENDERS))
+    if bad:
+        raise ValueError(f"unknown contender {', '.join(bad)}; choose from: {', '.join(CONTENDERS)}")
+    for name in models:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
+        m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
+                        args.keras_python, args.plain_workers, probe=probe)
+        own = m.pop("_own")
+        if not args.no_eval:
+            m["eval_fp32"] = eval_seconds(own)
+            if device.type == "cpu" and torch.backends.mkldnn.is_available():
+                m["eval_bf16"] = eval_seconds(own, torch.bfloat16)
+        result["models"].append(m)
+    if probe:
+        result["peak_gflops"] = max(result["peak_samples"])
+    peak = result.get("peak_gflops")
+    for m in result["models"]:
+        for r in m["rows"]:
+            r["fraction_of_peak"] = r["gflops"] / peak if peak else None
+    if args.runs:
+        result["time_to_accuracy"] = []
+        for d in args.runs:
+            hit = time_to_accuracy(read_metrics(Path(d)), args.target)
+            result["time_to_accuracy"].append({"run": str(d), "target": args.target, "reached": hit})
+    log(report(result))
+    return result
+
+
+def report(result: dict) -> str:
+    lines = [f"\ndevice: {result['device']}"]
+    peak = result.get("peak_gflops")
+    if peak:
+        lines.append(f"peak: {peak:.0f} GFLOP/s ({result['peak_source']})")
+    for m in result["models"]:
+        lines.append(f"\n{m['model']}: batch {m['batch_size']}, fp32, SGD; "
+                     f"{m['forward_mflops_per_image']:.1f} MFLOP/image forward, "
+                     f"{m['train_mflops_per_image']:.1f} per training image; "
+                     f"{result['reps']} reps x {result['steps']} steps, alternating")
+        lines.append(f"{'contender':<10} {'img/s':>7} {'min-max':>13} {'cifarlab is':>11} {'GFLOP/s':>8} "
+                     f"{'of peak':>7}")
+        for r in m["rows"]:
+            frac = f"{r['fraction_of_peak']:.0%}" if r.get("fraction_of_peak") else "-"
+            lines.append(f"{r['contender']:<10} {r['images_per_second']:>7.0f} "
+                         f"{r['min']:>6.0f}-{r['max']:<6.0f} {r['ratio']:>10.2f}x {r['gflops']:>8.0f} {frac:>7}")
+        for k, v in m["notes"].items():
+            lines.append(f"{k}: {v}")
+        for k in ("eval_fp32", "eval_bf16"):
+            if k in m:
+                e = m[k]
+                lines.append(f"{k}: {e['images']} test images in {e['seconds']:.2f} s")
+    for t in result.get("time_to_accuracy", []):
+        hit = t["reached"]
+        msg = (f"epoch {hit['epoch']}, {hit['wall_seconds']:.0f} s (acc {hit['acc']:.4f})" if hit
+               else "not reached")
+        lines.append(f"time to {t['target']:.2%}: {t['run']}: {msg}")
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="training throughput: cifarlab vs a plain PyTorch loop vs Keras",
+                       description=__doc__.split("\n\n")[1], formatter_class=__import__("argparse").RawTextHelpFormatter)
+    p.add_argument("--models", help="comma list of: vgg3, combined (default both; none with --runs alone)")
+    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of: " + ", ".join(CONTENDERS))
+    p.add_argument("--reps", type=int, default=5, help="alternating repetitions (default 5)")
+    p.add_argument("--steps", type=int, default=50, help="steps of batch 64 per repetition (default 50)")
+    p.add_argument("--subset", type=int, default=4000, help="training images used (default 4000)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--peak-gflops", type=float, default=0.0, help="the device's peak; default: measure it")
+    p.add_argument("--no-peak", action="store_true", help="neither measure nor print the peak")
+    p.add_argument("--no-eval", action="store_true", help="skip timing the test-set evaluation")
+    p.add_argument("--keras-python", help="Python with TensorFlow for the Keras contender (default: this one)")
+    p.add_argument("--plain-workers", type=int, default=0, help="DataLoader workers of the plain loop")
+    p.add_argument("--runs", nargs="*", help="run folders: report their time to --target")
+    p.add_argument("--target", type=float, default=0.88, help="accuracy for time-to-accuracy (default 0.88)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    result = run(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,90 @@
+"""`cifarlab bench` at tiny sizes on real data: the fields it reports and its ratios (no timing claims)."""
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cifarlab import bench
+from cifarlab.config import apply_overrides, load_preset
+from cifarlab.models import build_model
+from cifarlab.train import COLUMNS, write_metrics
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    bench.add_parser(p.add_subparsers())
+    return p.parse_args(["bench", *argv])
+
+
+@pytest.fixture(scope="module")
+def result():
+    # --keras-python is this interpreter: without TensorFlow the Keras contender is skipped with a note;
+    # with it, Keras runs too. Either way the fields below must be there.
+    args = parse("--models", "vgg3,combined", "--reps", "2", "--steps", "2", "--subset", "500",
+                 "--peak-gflops", "100", "--keras-python", sys.executable, "--no-eval")
+    return bench.run(args, log=lambda *a: None)
+
+
+def test_fields_and_ratios(result):
+    assert result["peak_gflops"] == 100 and result["peak_source"] == "given"
+    assert "torch" in result["device"]
+    assert [m["model"] for m in result["models"]] == ["vgg3", "combined"]
+    for m in result["models"]:
+        rows = {r["contender"]: r for r in m["rows"]}
+        assert {"cifarlab", "plain"} <= set(rows)
+        assert ("keras" in rows) != ("keras" in m["notes"])  # run, or skipped with a note
+        own = rows["cifarlab"]["images_per_second"]
+        for r in rows.values():
+            assert len(r["samples"]) == 2 and r["min"] <= r["images_per_second"] <= r["max"]
+            assert r["ratio"] == pytest.approx(own / r["images_per_second"])
+            assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / 100)
+        assert rows["cifarlab"]["ratio"] == pytest.approx(1.0)
+    text = bench.report(result)
+    assert "cifarlab is" in text and "plain" in text
+
+
+def test_flops_counted_from_layer_shapes():
+    net = build_model(load_preset("vgg3"))
+    # conv: 2 * outputs * in_channels * 9; linear: 2 * outputs * inputs
+    convs = [(32, 32, 3, 32), (32, 32, 32, 32), (16, 16, 32, 64), (16, 16, 64, 64), (8, 8, 64, 128),
+             (8, 8, 128, 128)]
+    fwd = sum(2 * h * w * o * i * 9 for h, w, i, o in convs) + 2 * 128 * 2048 + 2 * 10 * 128
+    assert bench.forward_flops(net) == fwd
+    first = 2 * 32 * 32 * 32 * 3 * 9
+    assert bench.train_flops(net) == 3 * fwd - first
+    combined = build_model(apply_overrides(load_preset("vgg3"), ["batchnorm=true"]))
+    assert bench.forward_flops(combined) == fwd  # BN is not counted: no multiply-accumulate
+
+
+def test_time_to_accuracy_of_run_folders(tmp_path):
+    hist = [{k: 0.0 for k in COLUMNS} | {"epoch": e, "val_acc": a, "wall_seconds": 10.0 * e}
+            for e, a in [(1, 0.5), (2, 0.86), (3, 0.881)]]
+    write_metrics(tmp_path, hist)
+    r = bench.run(parse("--runs", str(tmp_path), "--target", "0.88"), log=lambda *a: None)
+    assert r["models"] == [] and "peak_gflops" not in r  # --runs alone: no throughput measured
+    assert r["time_to_accuracy"][0]["reached"] == {"epoch": 3, "wall_seconds": 30.0, "acc": 0.881}
+    assert bench.time_to_accuracy(hist, 0.9) is None
+
+
+def test_bad_model_and_contender_are_errors():
+    with pytest.raises(ValueError, match="unknown contender"):
+        bench.run(parse("--contenders", "cifarlab,tf", "--no-peak", "--models", "vgg3"), log=lambda *a: None)
+    with pytest.raises(ValueError, match="unknown model"):
+        bench.run(parse("--models", "resnet", "--no-peak"), log=lambda *a: None)
+
+
+def test_cli_writes_json(tmp_path):
+    out = tmp_path / "b.json"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "bench", "--models", "vgg3", "--contenders",
+                        "cifarlab", "--reps", "1", "--steps", "1", "--subset", "400",
+                        "--no-peak", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert r["models"][0]["rows"][0]["contender"] == "cifarlab"
+    assert "img/s" in p.stdout
+    m = r["models"][0]
+    for k in ("eval_fp32", "eval_bf16"):  # the whole 10,000-image test set, timed
+        assert m[k]["images"] == 10_000 and m[k]["seconds"] > 0 and 0 <= m[k]["acc"] <= 1

@@ -1,0 +1,77 @@
+"""`cifarlab tune`: search-space parsing, and a tiny real sweep on a private Ray instance."""
+import csv
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cifarlab.config import ConfigError, load_file
+from cifarlab.tune import parse_param
+from netns import loopback_only, require_loopback_namespace
+
+
+def test_param_specs_are_parsed_and_checked():
+    assert parse_param("lr=loguniform(1e-4, 1e-1)") == ("lr", "loguniform", [1e-4, 0.1])
+    assert parse_param("values=choice([0.1,0.01],[0.03,0.003])") == ("values", "choice",
+                                                                      [[0.1, 0.01], [0.03, 0.003]])
+    assert parse_param("batch_size=grid(32,64)") == ("batch_size", "grid", [32, 64])
+    for spec, words in [("lr=loguniform(0,1)", "positive low end"), ("lr=uniform(1,0.5)", "below high"),
+                        ("lr=gauss(0,1)", "unknown space"), ("lrate=uniform(0,1)", "unknown config key"),
+                        ("epochs=randint(1,5)", "set by the search itself"), ("lr=0.1", "KEY=SPACE"),
+                        ("batch_size=choice(32,'big')", "expected int"), ("lr=uniform(0)", "two numbers")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_param(spec)
+
+
+def test_without_ray_the_error_says_what_to_install(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None; from cifarlab.cli import main; "
+            "sys.exit(main(['tune', 'vgg3', '--param', 'lr=uniform(0.001,0.01)', '--out', sys.argv[1]]))")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t")], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2
+    assert "cifarlab[ray]" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
+    pytest.importorskip("ray", reason="the `ray` extra is not installed (scripts/install.sh test installs it)")
+    require_loopback_namespace()
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "cifarlab", "tune", "vgg3", "eval_batch_size=500",
+           "--param", "lr=loguniform(1e-3,1e-1)", "--param", "momentum=choice(0.0,0.9)",
+           "--param", "widths=choice([16,32,64],[32,64,128])",  # list values: passed to Tune as text
+           "--samples", "3", "--epochs", "2", "--subset", "600", "--baseline", "--cpus", "2",
+           "--out", str(out)]
+    p = subprocess.run(loopback_only(cmd), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(out / "tune.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    accs = [float(r["val_acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)  # best first
+    assert any(float(r["lr"]) == 0.001 and float(r["momentum"]) == 0.9 and yaml.safe_load(r["widths"]) == [32, 64, 128]
+               for r in rows)  # --baseline: vgg3's own values
+    for r in rows:
+        assert 1e-3 <= float(r["lr"]) <= 0.1 and r["status"] in ("finished", "stopped early")
+        assert yaml.safe_load(r["widths"]) in ([16, 32, 64], [32, 64, 128])
+        assert load_file(f"{r['run']}/config.yaml").widths == yaml.safe_load(r["widths"])
+        with open(f"{r['run']}/metrics.csv") as f:
+            assert len(list(csv.DictReader(f))) == int(r["epochs"]) >= 1
+        if r["status"] == "finished":
+            assert 0 <= float(r["test_acc"]) <= 1
+        else:
+            assert math.isnan(float(r["test_acc"]))
+    # held-out validation: a tenth of the subset, never the test set
+    cfg = load_file(f"{rows[0]['run']}/config.yaml")
+    assert (cfg.subset, cfg.val_split) == (600, 60)
+    # trial checkpoints kept by Tune
+    assert list((out / "trials").glob("*/checkpoint_*/checkpoint.pt"))
+    # the best trial as a preset file that `cifarlab train --config` reads
+    assert "\nbase: vgg3\n" in (out / "best.yaml").read_text()
+    best = load_file(out / "best.yaml")
+    assert best.lr == pytest.approx(float(rows[0]["lr"]), rel=1e-6)
+    assert best.momentum == float(rows[0]["momentum"]) and best.blocks == 3 and best.eval_batch_size == 500
+    assert best.widths == yaml.safe_load(rows[0]["widths"])
+    assert best.epochs == 100  # the search's budget is not carried into the preset
+    assert "val_acc" in p.stdout and "best config" in p.stdout

@@ -70,6 +70,9 @@ def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str]]:
             unfinished.append(str(run_dir.relative_to(study_dir)))
             continue
         s = json.loads((run_dir / "summary.json").read_text())
+        if s.get("test_acc") is None:  # trained with test=false: nothing to report against the references
+            unfinished.append(f"{run_dir.relative_to(study_dir)} (test set not used)")
+            continue
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         runs.setdefault(run_dir.parent.name, []).append(
             {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)})

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import plots
 from .data import CLASSES
 
 
@@ -51,31 +52,6 @@ def evaluate_model(model, tta: bool = False, data=None) -> dict:
     }
 
 
-def confusion_figure(confusion, path: Path, title: str = "") -> None:
-    """The confusion matrix, coloured by the share of each true class, counts written in."""
-    from .plots import plt  # Agg backend, set there
-    m = np.asarray(confusion, dtype=float)
-    share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def evaluate_run(run_dir, tta: bool = False, data=None, device: str = "auto") -> tuple[dict, list[Path]]:
     """Evaluate a run folder's checkpoint and write the results into the folder."""
     from .checkpoint import atomic_write_text
@@ -87,7 +63,7 @@ def evaluate_run(run_dir, tta: bool = False, data=None, device: str = "auto") ->
     files = [run_dir / f"evaluation{suffix}.json", run_dir / f"confusion{suffix}.png"]
     atomic_write_text(files[0], json.dumps(result, indent=2))
     title = f"{model.config.get('name')}: test accuracy {result['test_acc']:.4f}" + (" (flip TTA)" if tta else "")
-    confusion_figure(result["confusion"], files[1], title)
+    plots.confusion(result["confusion"], CLASSES, files[1], title)
     return result, files
 
 

@@ -31,11 +31,7 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:
@@ -63,21 +59,24 @@ def overlay(series: dict[str, list[dict]], path: Path, title: str = "", key: str
 
 
 def confusion(matrix, classes, path: Path, title: str = "") -> None:
-    """Confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    """Confusion matrix (rows: true class, columns: predicted), coloured by the share of each
+    true class, counts written in."""
     import numpy as np
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    top = m.max() or 1
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] > top / 2 else "black")
-    ax.set_title(title)
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    if title:
+        ax.set_title(title)
     _save(fig, path)
 
 

@@ -99,7 +99,7 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator, shift_frac: 
     """The config's augmentation on a uint8 batch; returns float (0-255) where interpolation needs it.
 
     flip_mask (bool per image, e.g. from alternating_flip_mask) replaces the coin-toss flip of
-    `flip` and `crop_flip`.
+    every kind that flips.
     """
     mirror = (lambda t: flip(t, flip_mask.to(t.device))) if flip_mask is not None \
         else (lambda t: random_flip(t, gen))  # noqa: E731
@@ -110,5 +110,5 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator, shift_frac: 
     if kind == "crop_flip":
         return mirror(random_crop(x, pad, gen))
     if kind == "shift_flip":
-        return random_flip(random_shift(x.float(), shift_frac, gen), gen)
+        return mirror(random_shift(x.float(), shift_frac, gen))
     raise ValueError(f"unknown augmentation {kind!r}; choose one of: none, flip, crop_flip, shift_flip")

@@ -20,9 +20,7 @@ def atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
+    make_readable(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -32,6 +30,13 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_readable(path) -> None:
+    """The usual permissions (0666 less the umask): mkstemp makes its files 0600, private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

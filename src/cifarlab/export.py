@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write, atomic_write_text
+from .checkpoint import atomic_write, atomic_write_text, make_readable
 from .data import CLASSES
 from .predict import EXPORT_CONFIG, load_checkpoint, load_export
 
@@ -89,13 +89,6 @@ def _quiet_exporter():
         log.setLevel(level)
 
 
-def _readable(path: Path) -> None:
-    """Temp files are created private (0600); an exported model is meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.Tensor) -> tuple[Path, dict]:
     try:
         import onnx
@@ -107,6 +100,7 @@ def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".model.", suffix=".onnx")
     os.close(fd)
+    make_readable(tmp)  # an exported model is meant to be shared
     try:
         with _quiet_exporter():
             torch.onnx.export(net, (xin[:2],), tmp, input_names=["input"], output_names=["logits"],
@@ -159,8 +153,6 @@ def export_run(run_dir, fmt: str, out=None, data=None) -> dict:
     else:
         path = export_safetensors(model, out_dir, meta)
     # Whatever the format, reload it the way a user would, from the export folder alone.
-    for f in (path, out_dir / EXPORT_CONFIG):
-        _readable(f)
     back = load_export(path, "cpu").logits(x)
     check = compare(back.numpy(), ref.numpy())
     if not check["within_tolerance"]:

@@ -183,8 +183,10 @@ def decoupled_decay(opt: torch.optim.Optimizer) -> None:
     """
     for g in opt.param_groups:
         wd = g.get("decoupled_decay", 0.0)
+        if not wd:
+            continue
         params = [p for p in g["params"] if p.grad is not None]
-        if wd and params:
+        if params:
             torch._foreach_mul_(params, 1.0 - g["lr"] * wd)
 
 

@@ -165,12 +165,12 @@ class Model:
             return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
                             batch_size, self.config.get("channels_last", True), None, tta)["logits"]
         from .augment import normalize
+        from .train import tta_views
         out = []
         for i in range(0, len(x), batch_size):
-            xb = normalize(x[i:i + batch_size], self.mean, self.std).numpy()
-            o = torch.from_numpy(self._run_onnx(xb))
-            if tta:
-                o = torch.log((o.softmax(1) + torch.from_numpy(self._run_onnx(xb[..., ::-1].copy())).softmax(1)) / 2)
+            xb = normalize(x[i:i + batch_size], self.mean, self.std)
+            views = [(w, torch.from_numpy(self._run_onnx(v.contiguous().numpy()))) for w, v in tta_views(xb, int(tta))]
+            o = views[0][1] if not tta else torch.log(sum(w * v.softmax(1) for w, v in views))
             out.append(o)
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 

@@ -65,7 +65,7 @@ class Config:
     weight_decay: float = 0.0  # decoupled decay (AdamW; SGD's own weight_decay when optimizer=sgd)
     decay_on: str = "weights"  # which parameters weight_decay touches: kernels (convs + hidden dense), weights (every >=2-D weight), all
     label_smoothing: float = 0.0
-    bias_lr_scale: float = 1.0  # every bias (BN shifts included) learns at this times lr; its decoupled decay is divided by it
+    bias_lr_scale: float = 1.0  # BatchNorm shifts learn at this times lr; their decoupled decay is divided by it
     lookahead_every: int = 0  # Lookahead: every N steps pull slow weights toward the fast ones and restart from them (0: off)
     lookahead_decay: float = 0.95  # Lookahead: per-step decay, ramped up as (step/total)^3 (see optim.lookahead_decay)
 

@@ -145,10 +145,12 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     ]
     scale = getattr(cfg, "bias_lr_scale", 1.0)
     if scale != 1.0:
-        # Biases (BN shifts) move the activations' offsets only; the fast recipes let them learn
-        # `scale` times faster. Their decoupled decay is divided by `scale` so that the per-step
-        # shrink lr * wd stays that of the weights.
-        biases = {id(p) for name, p in model.named_parameters() if name.endswith("bias") and p.ndim == 1}
+        # BatchNorm shifts move the activations' offsets only; the fast recipes let them learn
+        # `scale` times faster (other biases, such as fast94's whitening bias, keep lr). Their
+        # decoupled decay is divided by `scale` so that the per-step shrink lr * wd stays that
+        # of the weights.
+        biases = {id(m.bias) for m in model.modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
         split = []
         for g in groups:
             fast = [p for p in g["params"] if id(p) in biases]

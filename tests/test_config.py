@@ -26,7 +26,7 @@ def test_overrides_are_type_checked_and_coerced():
         apply_overrides(cfg, ["epochs=ten"])
     # text fields take the text as typed (YAML alone would read "off" as false)
     assert apply_overrides(cfg, ["amp=off", "device=cpu"]).amp == "off"
-    with pytest.raises(ConfigError, match="amp='no'.*auto, off, bf16, fp16"):
+    with pytest.raises(ConfigError, match="amp='no'.*auto, native, off, bf16, fp16"):
         apply_overrides(cfg, ["amp=no"])
     with pytest.raises(ConfigError, match="not key=value"):
         apply_overrides(cfg, ["epochs"])

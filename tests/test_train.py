@@ -109,3 +109,16 @@ def test_progress_to_a_pipe_prints_lines_not_carriage_returns(tmp_path):
     assert len(bar_lines) >= 2  # a line at each quarter
     header = next(l for l in p.stdout.splitlines() if l.split()[:2] == ["epoch", "train_loss"])
     assert "img/s" in header and "lr" in header
+
+
+def test_amp_native_is_bf16_only_where_the_hardware_has_it():
+    import torch
+    from cifarlab.train import amp_dtype, native_bf16
+    cpu = torch.device("cpu")
+    flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    assert native_bf16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    cfg = apply_overrides(load_preset("vgg3"), ["amp=native"])
+    assert amp_dtype(cfg, cpu) == (torch.bfloat16 if native_bf16(cpu) else None)
+    assert amp_dtype(apply_overrides(cfg, ["amp=auto"]), cpu) is None  # the study's presets: fp32 on a CPU
+    assert amp_dtype(apply_overrides(cfg, ["amp=bf16"]), cpu) == torch.bfloat16
+    assert load_preset("fast94").amp == load_preset("fast_combined").amp == "native"

@@ -49,8 +49,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU with bf16, or a CPU with
+    AVX-512 BF16 or AMX instructions (elsewhere oneDNN emulates bf16, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def amp_dtype(cfg: Config, device: torch.device):
+    """The autocast dtype of a run, or None for fp32 throughout."""
     if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "native" and not native_bf16(device):
         return None
     if cfg.amp == "fp16":
         return torch.float16

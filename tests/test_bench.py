@@ -24,7 +24,8 @@ def result():
     # --keras-python is this interpreter: without TensorFlow the Keras contender is skipped with a note;
     # with it, Keras runs too. Either way the fields below must be there.
     args = parse("--models", "vgg3,combined", "--reps", "2", "--steps", "2", "--subset", "500",
-                 "--peak-gflops", "100", "--keras-python", sys.executable, "--no-eval")
+                 "--peak-gflops", "100", "--peak-bf16-gflops", "200", "--keras-python", sys.executable,
+                 "--contenders", "cifarlab,plain,keras,cifarlab-bf16", "--no-eval")
     return bench.run(args, log=lambda *a: None)
 
 
@@ -32,18 +33,26 @@ def test_fields_and_ratios(result):
     assert result["peak_gflops"] == 100 and result["peak_source"] == "given"
     assert "torch" in result["device"]
     assert [m["model"] for m in result["models"]] == ["vgg3", "combined"]
+    native = bench.native_bf16(torch.device("cpu"))
     for m in result["models"]:
         rows = {r["contender"]: r for r in m["rows"]}
         assert {"cifarlab", "plain"} <= set(rows)
         assert ("keras" in rows) != ("keras" in m["notes"])  # run, or skipped with a note
+        # the bf16 row runs where the CPU has native bf16, else a note says why not
+        assert ("cifarlab-bf16" in rows) == native != ("cifarlab-bf16" in m["notes"])
         own = rows["cifarlab"]["images_per_second"]
         for r in rows.values():
             assert len(r["samples"]) == 2 and r["min"] <= r["images_per_second"] <= r["max"]
             assert r["ratio"] == pytest.approx(own / r["images_per_second"])
-            assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / 100)
+            peak = 200 if r["precision"] == "bf16" else 100
+            assert r["fraction_of_peak"] == pytest.approx(r["gflops"] / peak)
         assert rows["cifarlab"]["ratio"] == pytest.approx(1.0)
+        if native:
+            own16 = rows["cifarlab-bf16"]["images_per_second"]
+            assert rows["cifarlab"]["ratio_bf16"] == pytest.approx(own16 / own)
     text = bench.report(result)
     assert "cifarlab is" in text and "plain" in text
+    assert ("cifarlab-bf16 is" in text) == native
 
 
 def test_flops_counted_from_layer_shapes():
@@ -65,8 +74,23 @@ def test_time_to_accuracy_of_run_folders(tmp_path):
     write_metrics(tmp_path, hist)
     r = bench.run(parse("--runs", str(tmp_path), "--target", "0.88"), log=lambda *a: None)
     assert r["models"] == [] and "peak_gflops" not in r  # --runs alone: no throughput measured
-    assert r["time_to_accuracy"][0]["reached"] == {"epoch": 3, "wall_seconds": 30.0, "acc": 0.881}
+    assert r["time_to_accuracy"][0]["reached"] == {"epoch": 3, "wall_seconds": 30.0, "acc": 0.881, "at": "epoch"}
     assert bench.time_to_accuracy(hist, 0.9) is None
+
+
+def test_time_to_accuracy_counts_the_final_test_evaluation(tmp_path):
+    # A real run with test-time augmentation: its epoch rows measure the test set without TTA,
+    # its summary the test set with it. A target between the two is reached at the end.
+    from cifarlab.train import train
+    cfg = apply_overrides(load_preset("fast_combined"), ["subset=1000", "epochs=2", "batch_size=100", "tta=1"])
+    s = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    best_row = max(r["val_acc"] for r in bench.read_metrics(tmp_path / "run"))
+    hit = bench.run_time_to_accuracy(tmp_path / "run", best_row + 1e-6)
+    if s["test_acc"] > best_row:  # TTA helped: only the final evaluation reaches the target
+        assert hit == {"epoch": 2, "wall_seconds": s["total_seconds"], "acc": s["test_acc"], "at": "final"}
+    else:
+        assert hit is None
+    assert bench.run_time_to_accuracy(tmp_path / "run", min(best_row, s["test_acc"]))["at"] == "epoch"
 
 
 def test_bad_model_and_contender_are_errors():

@@ -11,6 +11,10 @@ Contenders, on the same images, model and batch (64, fp32, SGD lr 0.001 momentum
   converts and augments one image at a time (numpy shift with edge fill, and flip);
 - keras: the same network in Keras on TensorFlow, in its own process (cifarlab.keras_worker);
   skipped with a note when TensorFlow is not importable by --keras-python.
+- cifarlab-bf16, keras-bf16: the same two in bf16 mixed precision (amp=bf16; Keras's
+  "mixed_bfloat16" policy), run only where the device computes bf16 natively (a CPU with
+  AVX-512 BF16 or AMX, a GPU with bf16): the study's protocol is fp32, so these are
+  extra rows, each measured against the bf16 peak and compared with its fp32 twin.
 Contenders alternate (A B C A B C ...) for --reps repetitions of --steps steps each, so
 drift on a shared machine hits them alike; the table shows the median, the range and
 each contender's ratio to cifarlab. It also counts the model's FLOPs per training
@@ -34,13 +38,14 @@ import torch
 from torch import nn
 
 from .config import apply_overrides, load_preset
-from .train import (build_training, evaluate, make_batch, prepare_data, read_metrics, setup_threads,
-                    train_step)
+from .train import (build_training, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
+                    setup_threads, train_step)
 
 VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
 COMBINED = ["batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]", "augment=shift_flip"]  # the study's combined
 MODELS = {"vgg3": VGG3, "combined": COMBINED}
-CONTENDERS = ("cifarlab", "plain", "keras")
+CONTENDERS = ("cifarlab", "plain", "keras", "cifarlab-bf16", "keras-bf16")
+BF16 = ("cifarlab-bf16", "keras-bf16")
 
 
 def bench_config(model_overrides: list[str], extra: list[str] = (), subset: int = 4000):
@@ -85,7 +90,7 @@ def train_flops(model: nn.Module) -> int:
 
 def measure_peak_gflops(device: torch.device, n: int = 2048, seconds: float = 3.0,
                         dtype=torch.float32) -> float:
-    """The practical fp32 peak in GFLOP/s: the better of an n x n matrix multiply and a large
+    """The practical peak in GFLOP/s (fp32, or `dtype`): the better of an n x n matrix multiply and a large
     3x3 convolution. Both are needed: on AMD CPUs torch's matmul goes through MKL, which takes
     an AVX2 path (about 214 GFLOP/s on the 2-core Zen 5 here), while oneDNN's convolutions use
     AVX-512 (about 507 there); the sgemm alone would put our own training above "100%"."""
@@ -138,7 +143,6 @@ def device_description(device: torch.device) -> str:
 
 class CifarlabContender:
     """train.py's own code path: make_batch + train_step over a shuffled resident data set."""
-    name = "cifarlab"
 
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
@@ -246,13 +250,14 @@ class KerasContender:
     """Keras on TensorFlow in a worker process, driven over stdin/stdout."""
     name = "keras"
 
-    def __init__(self, model: str, x: np.ndarray, y: np.ndarray, python: str, timeout: float = 900):
+    def __init__(self, model: str, x: np.ndarray, y: np.ndarray, python: str, bf16: bool = False):
         self.tmp = tempfile.TemporaryDirectory(prefix="cifarlab-keras-")
         path = Path(self.tmp.name) / "data.npz"
         np.savez(path, x=x.transpose(0, 2, 3, 1), y=y)  # Keras wants channels last
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([python, "-m", "cifarlab.keras_worker", str(path), model],
+        self.proc = subprocess.Popen([python, "-m", "cifarlab.keras_worker", str(path), model,
+                                      *(["bf16"] if bf16 else [])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.info = self._reply()
@@ -307,15 +312,24 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
     runners["cifarlab"] = own
     x = own.data.x_train.cpu().numpy()
     y = own.data.y_train.cpu().numpy()
+    bf16 = [c for c in contenders if c in BF16]
+    if bf16 and not native_bf16(device):
+        for c in bf16:
+            notes[c] = "skipped: this device has no native bf16 (AVX-512 BF16 or AMX on a CPU)"
+        contenders = [c for c in contenders if c not in BF16]
+    if "cifarlab-bf16" in contenders:
+        runners["cifarlab-bf16"] = CifarlabContender(apply_overrides(cfg, ["amp=bf16"]), device)
     if "plain" in contenders:
         runners["plain"] = PlainContender(cfg, x, y, plain_workers)
-    if "keras" in contenders:
-        why = keras_available(keras_python or sys.executable)
-        if why:
-            notes["keras"] = f"skipped: {why}"
-            log(f"keras: {notes['keras']}")
-        else:
-            runners["keras"] = KerasContender(name, x, y, keras_python or sys.executable)
+    keras_why = None
+    for k in ("keras", "keras-bf16"):
+        if k in contenders:
+            keras_why = keras_why or keras_available(keras_python or sys.executable)
+            if keras_why:
+                notes[k] = f"skipped: {keras_why}"
+                log(f"{k}: {notes[k]}")
+            else:
+                runners[k] = KerasContender(name, x, y, keras_python or sys.executable, bf16=k == "keras-bf16")
     try:
         for r in runners.values():  # warm-up: allocator, oneDNN kernels, graph tracing
             r.run(warmup)
@@ -327,18 +341,19 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
                 probe()
             log(f"  {name} rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()))
     finally:
-        if "keras" in runners:
-            runners["keras"].close()
+        for k in ("keras", "keras-bf16"):
+            if k in runners:
+                runners[k].close()
     flops = train_flops(own.model)
     ref = statistics.median(samples["cifarlab"])
+    ref16 = statistics.median(samples["cifarlab-bf16"]) if "cifarlab-bf16" in samples else None
     rows = []
     for k, v in samples.items():
         med = statistics.median(v)
-        rows.append({"contender": k, "images_per_second": med, "min": min(v), "max": max(v), "samples": v,
-                     "ratio": ref / med, "gflops": med * flops / 1e9})
-    info = {}
-    if "keras" in runners:
-        info["keras"] = runners["keras"].info
+        rows.append({"contender": k, "precision": "bf16" if k in BF16 else "fp32", "images_per_second": med,
+                     "min": min(v), "max": max(v), "samples": v, "ratio": ref / med,
+                     "ratio_bf16": ref16 / med if ref16 else None, "gflops": med * flops / 1e9})
+    info = {k: runners[k].info for k in ("keras", "keras-bf16") if k in runners}
     return {"model": name, "batch_size": cfg.batch_size, "train_mflops_per_image": flops / 1e6,
             "forward_mflops_per_image": forward_flops(own.model) / 1e6, "rows": rows, "notes": notes,
             "info": info, "_own": own}
@@ -358,7 +373,26 @@ def time_to_accuracy(history: list[dict], target: float, key: str = "val_acc") -
     """Wall seconds and epoch at which `key` first reaches `target`, from a run's metrics rows."""
     for r in history:
         if r[key] >= target:
-            return {"epoch": int(r["epoch"]), "wall_seconds": r["wall_seconds"], "acc": r[key]}
+            return {"epoch": int(r["epoch"]), "wall_seconds": r["wall_seconds"], "acc": r[key], "at": "epoch"}
+    return None
+
+
+def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
+    """When a run folder's test accuracy first reached `target`.
+
+    The epoch rows count where they measure the test set (the study's protocol, no
+    val_split); otherwise, or when no row reaches it, the final test evaluation (with the
+    run's test-time augmentation and Lookahead weights) counts, at the run's whole time
+    from data loading to that evaluation (summary.json's total_seconds)."""
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("val_is_test", True):
+        hit = time_to_accuracy(read_metrics(run_dir), target)
+        if hit:
+            return hit
+    acc = summary.get("test_acc")
+    if acc is not None and acc >= target:
+        return {"epoch": summary["epochs"], "wall_seconds": summary["total_seconds"], "acc": acc, "at": "final"}
     return None
 
 
@@ -372,17 +406,23 @@ def run(args, log=print) -> dict:
     log(f"device: {result['device']}")
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"
-    probe = None
-    if not args.peak_gflops and not args.no_peak and models:
-        # A shared machine lowers any one measurement: sample the matmul rate once per repetition
-        # and keep the best, the closest to what the cores give when nothing else runs.
-        peaks = result["peak_samples"] = [measure_peak_gflops(device)]
-        probe = lambda: peaks.append(measure_peak_gflops(device, seconds=1.0))  # noqa: E731
-        result["peak_source"] = "measured: best of fp32 sgemm 2048 and a 3x3 conv 512->512, over the run"
     contenders = [c for c in args.contenders.split(",") if c]
     bad = sorted(set(contenders) - set(CONTENDERS))
     if bad:
         raise ValueError(f"unknown contender {', '.join(bad)}; choose from: {', '.join(CONTENDERS)}")
+    probe = None
+    if not args.peak_gflops and not args.no_peak and models:
+        # A shared machine lowers any one measurement: sample the peak once per repetition
+        # and keep the best, the closest to what the cores give when nothing else runs.
+        with16 = any(c in BF16 for c in contenders) and native_bf16(device)
+        peaks = result["peak_samples"] = [measure_peak_gflops(device)]
+        peaks16 = result["peak_bf16_samples"] = [measure_peak_gflops(device, dtype=torch.bfloat16)] if with16 else []
+
+        def probe():
+            peaks.append(measure_peak_gflops(device, seconds=1.0))
+            if with16:
+                peaks16.append(measure_peak_gflops(device, seconds=1.0, dtype=torch.bfloat16))
+        result["peak_source"] = "measured: best of sgemm 2048 and a 3x3 conv 512->512, over the run"
     for name in models:
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
@@ -396,14 +436,18 @@ def run(args, log=print) -> dict:
         result["models"].append(m)
     if probe:
         result["peak_gflops"] = max(result["peak_samples"])
-    peak = result.get("peak_gflops")
+        if result["peak_bf16_samples"]:
+            result["peak_bf16_gflops"] = max(result["peak_bf16_samples"])
+    if args.peak_bf16_gflops:
+        result["peak_bf16_gflops"] = args.peak_bf16_gflops
     for m in result["models"]:
         for r in m["rows"]:
+            peak = result.get("peak_bf16_gflops" if r["precision"] == "bf16" else "peak_gflops")
             r["fraction_of_peak"] = r["gflops"] / peak if peak else None
     if args.runs:
         result["time_to_accuracy"] = []
         for d in args.runs:
-            hit = time_to_accuracy(read_metrics(Path(d)), args.target)
+            hit = run_time_to_accuracy(Path(d), args.target)
             result["time_to_accuracy"].append({"run": str(d), "target": args.target, "reached": hit})
     log(report(result))
     return result
@@ -413,18 +457,22 @@ def report(result: dict) -> str:
     lines = [f"\ndevice: {result['device']}"]
     peak = result.get("peak_gflops")
     if peak:
-        lines.append(f"peak: {peak:.0f} GFLOP/s ({result['peak_source']})")
+        lines.append(f"peak: {peak:.0f} GFLOP/s fp32" + (f", {result['peak_bf16_gflops']:.0f} bf16"
+                     if result.get("peak_bf16_gflops") else "") + f" ({result['peak_source']})")
     for m in result["models"]:
-        lines.append(f"\n{m['model']}: batch {m['batch_size']}, fp32, SGD; "
+        lines.append(f"\n{m['model']}: batch {m['batch_size']}, SGD; "
                      f"{m['forward_mflops_per_image']:.1f} MFLOP/image forward, "
                      f"{m['train_mflops_per_image']:.1f} per training image; "
                      f"{result['reps']} reps x {result['steps']} steps, alternating")
-        lines.append(f"{'contender':<10} {'img/s':>7} {'min-max':>13} {'cifarlab is':>11} {'GFLOP/s':>8} "
-                     f"{'of peak':>7}")
+        has16 = any(r.get("ratio_bf16") for r in m["rows"])
+        lines.append(f"{'contender':<14} {'img/s':>7} {'min-max':>13} {'cifarlab is':>11}"
+                     + (f" {'cifarlab-bf16 is':>16}" if has16 else "") + f" {'GFLOP/s':>8} {'of peak':>7}")
         for r in m["rows"]:
             frac = f"{r['fraction_of_peak']:.0%}" if r.get("fraction_of_peak") else "-"
-            lines.append(f"{r['contender']:<10} {r['images_per_second']:>7.0f} "
-                         f"{r['min']:>6.0f}-{r['max']:<6.0f} {r['ratio']:>10.2f}x {r['gflops']:>8.0f} {frac:>7}")
+            lines.append(f"{r['contender']:<14} {r['images_per_second']:>7.0f} "
+                         f"{r['min']:>6.0f}-{r['max']:<6.0f} {r['ratio']:>10.2f}x"
+                         + (f" {r['ratio_bf16']:>15.2f}x" if has16 else "")
+                         + f" {r['gflops']:>8.0f} {frac:>7}")
         for k, v in m["notes"].items():
             lines.append(f"{k}: {v}")
         for k in ("eval_fp32", "eval_bf16"):
@@ -433,8 +481,9 @@ def report(result: dict) -> str:
                 lines.append(f"{k}: {e['images']} test images in {e['seconds']:.2f} s")
     for t in result.get("time_to_accuracy", []):
         hit = t["reached"]
-        msg = (f"epoch {hit['epoch']}, {hit['wall_seconds']:.0f} s (acc {hit['acc']:.4f})" if hit
-               else "not reached")
+        where = {"epoch": "", "final": ", final test evaluation"}
+        msg = (f"epoch {hit['epoch']}{where[hit['at']]}, {hit['wall_seconds']:.0f} s (acc {hit['acc']:.4f})"
+               if hit else "not reached")
         lines.append(f"time to {t['target']:.2%}: {t['run']}: {msg}")
     return "\n".join(lines)
 
@@ -449,7 +498,8 @@ def add_parser(sub) -> None:
     p.add_argument("--subset", type=int, default=4000, help="training images used (default 4000)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    p.add_argument("--peak-gflops", type=float, default=0.0, help="the device's peak; default: measure it")
+    p.add_argument("--peak-gflops", type=float, default=0.0, help="the device's fp32 peak; default: measure it")
+    p.add_argument("--peak-bf16-gflops", type=float, default=0.0, help="the device's bf16 peak; default: measure it")
     p.add_argument("--no-peak", action="store_true", help="neither measure nor print the peak")
     p.add_argument("--no-eval", action="store_true", help="skip timing the test-set evaluation")
     p.add_argument("--keras-python", help="Python with TensorFlow for the Keras contender (default: this one)")

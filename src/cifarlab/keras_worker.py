@@ -1,6 +1,6 @@
 """The study's networks in Keras on TensorFlow, timed on request: the bench's Keras contender.
 
-    python -m cifarlab.keras_worker DATA.npz MODEL    # MODEL: vgg3 or combined
+    python -m cifarlab.keras_worker DATA.npz MODEL [bf16]   # MODEL: vgg3 or combined
 
 It runs in its own process (TensorFlow and PyTorch would otherwise fight over the
 same cores) and imports no torch. DATA.npz holds `x` (N, 32, 32, 3) uint8 and `y`.
@@ -11,7 +11,7 @@ line `run STEPS` with one JSON line {"images_per_second": ..., "seconds": ...}: 
 wall time of one `fit` call of STEPS steps (fit returns only once every step has run;
 TensorFlow may run steps asynchronously, so per-batch callbacks would time dispatch,
 not compute). The bench's warm-up call absorbs the graph tracing. It exits on `quit`
-or end of input.
+or end of input. `bf16` sets Keras's "mixed_bfloat16" policy (bf16 compute, fp32 weights).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def build(model: str):
     seq += [L.Flatten(), L.Dense(128, activation="relu", kernel_initializer="he_uniform")]
     if combined:
         seq += [L.BatchNormalization(), L.Dropout(rates[3])]
-    seq.append(L.Dense(10, activation="softmax"))
+    seq.append(L.Dense(10, activation="softmax", dtype="float32"))  # fp32 softmax under mixed precision
     net = keras.Sequential(seq)
     net.compile(optimizer=keras.optimizers.SGD(0.001, momentum=0.9), loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"])
@@ -52,17 +52,20 @@ def build(model: str):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[1] not in ("vgg3", "combined"):
-        print("usage: python -m cifarlab.keras_worker DATA.npz vgg3|combined", file=sys.stderr)
+    if len(argv) not in (2, 3) or argv[1] not in ("vgg3", "combined") or argv[2:] not in ([], ["bf16"]):
+        print("usage: python -m cifarlab.keras_worker DATA.npz vgg3|combined [bf16]", file=sys.stderr)
         return 2
     import keras
     import numpy as np
     import tensorflow as tf
+    if argv[2:] == ["bf16"]:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     d = np.load(argv[0])
     x, y = d["x"], d["y"].astype("int32")
     net = build(argv[1])
     print(json.dumps({"ready": True, "tensorflow": tf.__version__, "keras": keras.__version__,
-                      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}), flush=True)
+                      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                      "policy": keras.mixed_precision.global_policy().name}), flush=True)
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":

@@ -46,6 +46,30 @@ def test_rows_follow_the_study_and_match_the_runs(report):
     assert "not comparable" in report["html"] and "no (scaled)" in report["md"]
 
 
+def test_a_recipe_beyond_the_study_is_labelled_with_its_time(small_study, tmp_path):
+    from conftest import STUDY_ARGS
+    d = tmp_path / "s"
+    shutil.copytree(small_study["dir"], d)
+    overrides = [a for a in STUDY_ARGS[STUDY_ARGS.index("--workers") + 2:]]
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "study", "--out", str(d), "--only", "fast94",
+                        "--seeds", "1", "--workers", "1", *overrides], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(d)], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = {r["experiment"]: r for r in json.loads((d / "report.json").read_text())["rows"]}
+    assert list(rows) == ["vgg3", "dropout", "bn_only", "fast94"]  # after the study's own rows
+    assert rows["fast94"]["beyond_study"] and not any(rows[n]["beyond_study"] for n in ("vgg3", "dropout", "bn_only"))
+    md, html = (d / "report.md").read_text(), (d / "report.html").read_text()
+    assert "| fast94 ‡ |" in md and "<td>fast94 ‡</td>" in html and "<td>vgg3</td>" in html
+    assert "beyond the study" in md and "beyond the study" in html
+    f = rows["fast94"]
+    top = max((r for n, r in rows.items() if n != "fast94"), key=lambda r: r["mean"])
+    line = next(x for x in md.splitlines() if x.startswith("- fast94:"))
+    assert f"{f['mean']:.2f}% test" in line and "after 3 epochs" in line
+    assert f"{top['experiment']}, has {top['mean']:.2f}%" in line and "seed report's best is" in line
+
+
 def test_statistics_start_with_the_studys_claims(report):
     from scipy import stats
     comps = report["json"]["comparisons"]

@@ -99,6 +99,8 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
         "comparable": all(r["summary"].get("comparable", True) for r in rs),
         "train_images": sorted({r["summary"]["train_images"] for r in rs}),
         "description": rs[0]["config"].get("description", ""),
+        "beyond_study": name not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
+        "device": rs[0]["summary"].get("device", ""),
     }
     for key, _ in REFS:
         v = ref.get(key)
@@ -251,6 +253,34 @@ def _mark(row) -> str:
     return "" if row["comparable"] else "†"
 
 
+NOTE_BEYOND = ("‡ beyond the study: a recipe the study did not run (cifarlab's own), listed with its "
+               "epochs and training time beside the study's.")
+
+
+def beyond_lines(rep: dict) -> list[str]:
+    """One sentence per beyond-the-study row: its accuracy and time beside the study's epochs."""
+    study = [r for r in rep["rows"] if not r["beyond_study"]]
+    lines = []
+    for r in rep["rows"]:
+        if not r["beyond_study"]:
+            continue
+        line = (f"{r['experiment']}: {r['mean']:.2f}% test{_mark(r)} (mean of {r['n']}) after "
+                f"{'/'.join(map(str, r['epochs']))} epochs, {_duration(r['wall_seconds'])} of training per run"
+                + (f" on {r['device']}" if r["device"] else ""))
+        if study:
+            top = max(study, key=lambda x: x["mean"])
+            line += (f"; the study's best row here, {top['experiment']}, has {top['mean']:.2f}%{_mark(top)} "
+                     f"after {'/'.join(map(str, top['epochs']))} epochs ({_duration(top['wall_seconds'])} per run)")
+        refs = [x for x in study if x.get("seed_report")]
+        if refs:
+            best = max(refs, key=lambda x: x["seed_report"])
+            from .config import load_preset
+            line += (f"; the seed report's best is {best['seed_report']:.2f}% ({best['experiment']}, "
+                     f"{load_preset(best['experiment']).epochs} epochs)")
+        lines.append(line + ".")
+    return lines
+
+
 def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     head = ["experiment", "test acc % (mean ± std)", "n", "seed report", "diff", "article", "diff",
             "epochs", "wall / run", "comparable"]
@@ -258,7 +288,7 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     for r in rep["rows"]:
         m = _mark(r)
         acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
-        body.append([r["experiment"], acc, str(r["n"]), _f(r["seed_report"]),
+        body.append([r["experiment"] + (" ‡" if r["beyond_study"] else ""), acc, str(r["n"]), _f(r["seed_report"]),
                      _f(r["diff_seed_report"], signed=True) + (m if r["diff_seed_report"] is not None else ""),
                      _f(r["article"]), _f(r["diff_article"], signed=True) + (m if r["diff_article"] is not None else ""),
                      "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]),
@@ -317,6 +347,9 @@ def render_md(rep: dict) -> str:
         md += [f"**{NOTE_SCALED}**", ""]
     md += ["## Results", "", "Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours minus "
            "the published figure.", "", table(*results_table(rep)), ""]
+    beyond = beyond_lines(rep)
+    if beyond:
+        md += [NOTE_BEYOND, ""] + [f"- {b}" for b in beyond] + [""]
     if rep["unfinished"]:
         md += [f"Not finished (not in the table): {', '.join(rep['unfinished'])}", ""]
     md += ["## Experiments and the choices where the sources were silent", "",
@@ -391,6 +424,10 @@ def render_html(rep: dict, study_dir: Path) -> str:
     parts.append("<h2>Results</h2><p>Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours "
                  "minus the published figure.</p>")
     parts.append(table(*results_table(rep), cls="results"))
+    beyond = beyond_lines(rep)
+    if beyond:
+        parts.append(f'<p class="note">{e(NOTE_BEYOND)}</p><ul>' + "".join(f"<li>{e(b)}</li>" for b in beyond)
+                     + "</ul>")
     if rep["unfinished"]:
         parts.append(f"<p>Not finished (not in the table): {e(', '.join(rep['unfinished']))}</p>")
     parts.append("<h2>Experiments and the choices where the sources were silent</h2>")

@@ -371,6 +371,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
                         cfg.channels_last, amp, cfg.tta) if cfg.test else {"acc": None, "loss": None}
     summary = {
         "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"], **final,
+        "val_acc_last": history[-1]["val_acc"] if history else None,  # the last epoch's, without TTA
         "tta": cfg.tta, "total_seconds": time.perf_counter() - t_start,
         "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
         "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),

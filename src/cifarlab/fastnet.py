@@ -1,4 +1,4 @@
-"""The `fast94` network: a small conv net built to reach 94% on CIFAR-10 in about ten epochs.
+"""The `fast94` network: a small conv net built to reach 94% on CIFAR-10 in 10 to 15 epochs.
 
     from cifarlab.fastnet import FastNet, patch_whitening
     net = FastNet()                                   # widths 64, 256, 256; about 1.97 M parameters

@@ -21,14 +21,10 @@ the table is written to --out/ablation.md and printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from cifarlab.config import apply_overrides, load_preset  # noqa: E402
-from cifarlab.train import train  # noqa: E402
+import rows
+from cifarlab.config import load_preset
 
 # (row name, what is switched off, overrides that switch it off)
 ROWS = [
@@ -58,41 +54,12 @@ def budget(full: bool) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="folder for the rows' run folders and the table")
+    rows.add_arguments(ap, "row")
     ap.add_argument("--full", action="store_true", help="full length, test set measured (a GPU's job)")
-    ap.add_argument("--only", help="comma-separated row names (default: all)")
-    ap.add_argument("--table", action="store_true", help="only print the table of the rows already finished")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", help="CIFAR-10 folder (default: $CIFARLAB_DATA)")
-    ap.add_argument("extra", nargs="*", metavar="key=value", help="overrides for every row (e.g. device=cuda)")
     args = ap.parse_args(argv)
-    names = [r[0] for r in ROWS]
-    only = args.only.split(",") if args.only else names
-    unknown = sorted(set(only) - set(names))
-    if unknown:
-        ap.error(f"unknown row {', '.join(unknown)}; rows: {', '.join(names)}")
-    out = Path(args.out)
     common = budget(args.full) + [f"seed={args.seed}"] + args.extra
-    results = []
-    for name, what, off in ROWS:
-        if name not in only:
-            continue
-        cfg = apply_overrides(load_preset("fast94"), common + off)
-        cfg.name = f"fast94-{name}"
-        run = out / name
-        if (run / "summary.json").is_file():
-            s = json.loads((run / "summary.json").read_text())
-        elif args.table:
-            continue
-        else:
-            print(f"== {name}: {' '.join(off) or '(full recipe)'}", flush=True)
-            s = train(cfg, run, data_path=args.data, progress=False, command=sys.argv)
-        results.append((name, what, off, s))
-    table = render(results, common, args.full)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.md").write_text(table)
-    print(table)
-    return 0
+    return rows.run_rows(ap, args, ROWS, "fast94", common, "row", "ablation.md",
+                         lambda results, common: render(results, common, args.full))
 
 
 def render(results, common, full: bool) -> str:

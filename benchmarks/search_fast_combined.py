@@ -14,14 +14,9 @@ table is written to --out/search.md and printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from cifarlab.config import apply_overrides, load_preset  # noqa: E402
-from cifarlab.train import train  # noqa: E402
+import rows
 
 # (name, what changes, overrides on top of the preset as it was before the search)
 CANDIDATES = [
@@ -43,38 +38,10 @@ BUDGET = ["val_split=5000", "test=false"]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="folder for the candidates' run folders and the table")
-    ap.add_argument("--only", help="comma-separated candidate names (default: all)")
-    ap.add_argument("--table", action="store_true", help="only print the table of the finished candidates")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", help="CIFAR-10 folder (default: $CIFARLAB_DATA)")
-    ap.add_argument("extra", nargs="*", metavar="key=value", help="overrides for every candidate (e.g. threads=1)")
+    rows.add_arguments(ap, "candidate")
     args = ap.parse_args(argv)
-    names = [c[0] for c in CANDIDATES]
-    only = args.only.split(",") if args.only else names
-    unknown = sorted(set(only) - set(names))
-    if unknown:
-        ap.error(f"unknown candidate {', '.join(unknown)}; candidates: {', '.join(names)}")
-    out = Path(args.out)
     common = BUDGET + [f"seed={args.seed}"] + args.extra
-    results = []
-    for name, what, over in CANDIDATES:
-        run = out / name
-        if (run / "summary.json").is_file():
-            s = json.loads((run / "summary.json").read_text())
-        elif args.table or name not in only:
-            continue
-        else:
-            cfg = apply_overrides(load_preset("fast_combined"), over + common)
-            cfg.name = f"fast_combined-{name}"
-            print(f"== {name}: {what}", flush=True)
-            s = train(cfg, run, data_path=args.data, progress=False, command=sys.argv)
-        results.append((name, what, over, s))
-    table = render(results, common)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "search.md").write_text(table)
-    print(table)
-    return 0
+    return rows.run_rows(ap, args, CANDIDATES, "fast_combined", common, "candidate", "search.md", render)
 
 
 def held_out(s: dict) -> float:

@@ -31,7 +31,7 @@ ROWS = [
     ("full", "nothing: the whole recipe", []),
     ("no_whiten", "patch-whitening first layer (a trained 2x2 conv instead)", ["whiten=false"]),
     ("no_bn_freeze", "frozen BN scales (trained instead)", ["bn_freeze_weight=false"]),
-    ("no_bias_lr", "64x learning rate on biases", ["bias_lr_scale=1"]),
+    ("no_bias_lr", "64x learning rate on BatchNorm shifts", ["bias_lr_scale=1"]),
     ("no_smoothing", "label smoothing 0.2", ["label_smoothing=0"]),
     ("no_lookahead", "Lookahead every 5 steps", ["lookahead_every=0"]),
     ("random_flip", "alternating (derandomised) flip: coin-toss flip instead", ["alt_flip=false"]),

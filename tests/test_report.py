@@ -67,7 +67,7 @@ def test_a_recipe_beyond_the_study_is_labelled_with_its_time(small_study, tmp_pa
     top = max((r for n, r in rows.items() if n != "fast94"), key=lambda r: r["mean"])
     line = next(x for x in md.splitlines() if x.startswith("- fast94:"))
     assert f"{f['mean']:.2f}% test" in line and "after 3 epochs" in line
-    assert f"{top['experiment']}, has {top['mean']:.2f}%" in line and "seed report's best is" in line
+    assert f"{top['experiment']}, has {top['mean']:.2f}%" in line and "the seed report's highest figure is" in line
 
 
 def test_statistics_start_with_the_studys_claims(report):

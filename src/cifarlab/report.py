@@ -259,6 +259,7 @@ NOTE_BEYOND = ("‡ beyond the study: a recipe the study did not run (cifarlab's
 
 def beyond_lines(rep: dict) -> list[str]:
     """One sentence per beyond-the-study row: its accuracy and time beside the study's epochs."""
+    from .config import load_preset
     study = [r for r in rep["rows"] if not r["beyond_study"]]
     lines = []
     for r in rep["rows"]:
@@ -274,9 +275,8 @@ def beyond_lines(rep: dict) -> list[str]:
         refs = [x for x in study if x.get("seed_report")]
         if refs:
             best = max(refs, key=lambda x: x["seed_report"])
-            from .config import load_preset
-            line += (f"; the seed report's best is {best['seed_report']:.2f}% ({best['experiment']}, "
-                     f"{load_preset(best['experiment']).epochs} epochs)")
+            line += (f"; of these rows, the seed report's highest figure is {best['seed_report']:.2f}% "
+                     f"({best['experiment']}, {load_preset(best['experiment']).epochs} epochs)")
         lines.append(line + ".")
     return lines
 

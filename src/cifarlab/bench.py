@@ -46,6 +46,7 @@ COMBINED = ["batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]", "augment=shift_flip"]
 MODELS = {"vgg3": VGG3, "combined": COMBINED}
 CONTENDERS = ("cifarlab", "plain", "keras", "cifarlab-bf16", "keras-bf16")
 BF16 = ("cifarlab-bf16", "keras-bf16")
+KERAS = ("keras", "keras-bf16")
 
 
 def bench_config(model_overrides: list[str], extra: list[str] = (), subset: int = 4000):
@@ -322,7 +323,7 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
     if "plain" in contenders:
         runners["plain"] = PlainContender(cfg, x, y, plain_workers)
     keras_why = None
-    for k in ("keras", "keras-bf16"):
+    for k in KERAS:
         if k in contenders:
             keras_why = keras_why or keras_available(keras_python or sys.executable)
             if keras_why:
@@ -341,7 +342,7 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
                 probe()
             log(f"  {name} rep {rep + 1}/{reps}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()))
     finally:
-        for k in ("keras", "keras-bf16"):
+        for k in KERAS:
             if k in runners:
                 runners[k].close()
     flops = train_flops(own.model)
@@ -353,7 +354,7 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
         rows.append({"contender": k, "precision": "bf16" if k in BF16 else "fp32", "images_per_second": med,
                      "min": min(v), "max": max(v), "samples": v, "ratio": ref / med,
                      "ratio_bf16": ref16 / med if ref16 else None, "gflops": med * flops / 1e9})
-    info = {k: runners[k].info for k in ("keras", "keras-bf16") if k in runners}
+    info = {k: runners[k].info for k in KERAS if k in runners}
     return {"model": name, "batch_size": cfg.batch_size, "train_mflops_per_image": flops / 1e6,
             "forward_mflops_per_image": forward_flops(own.model) / 1e6, "rows": rows, "notes": notes,
             "info": info, "_own": own}

@@ -40,6 +40,29 @@ def test_combined_order_and_swapped_order():
     assert [type(m).__name__ for m in swapped.head][3:5] == ["Dropout", "BatchNorm1d"]
 
 
+def test_pool_before_relu_matches_the_keras_order_in_values_and_gradients(cifar):
+    # The baseline pools before its block-closing ReLU; the Keras order (ReLU, then pool)
+    # must give the same logits and the same gradients on real images.
+    torch.manual_seed(0)
+    net = VGG()
+    assert [type(m).__name__ for m in net.features][:5] == ["Conv2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+    keras = VGG()
+    layers = list(keras.features)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    keras.features = nn.Sequential(*layers)
+    keras.load_state_dict(net.state_dict())  # same keys: no parameter moved
+    x = torch.from_numpy(cifar.x_test[:64]).float().div(255)
+    y = torch.from_numpy(cifar.y_test[:64]).long()
+    for m in (net, keras):
+        nn.functional.cross_entropy(m(x), y).backward()
+    assert torch.allclose(net(x), keras(x), atol=1e-6)
+    for a, b in zip(net.parameters(), keras.parameters()):
+        assert a.grad.abs().sum() > 0
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
 def test_keras_initialisation():
     torch.manual_seed(0)
     net = VGG()
@@ -56,3 +79,33 @@ def test_keras_initialisation():
 def test_dropout_rates_must_match_positions():
     with pytest.raises(ConfigError, match="need 4"):
         from_dict({"dropout": [0.2, 0.3]})
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_the_rate_scale_and_gradient_of_torchs(cifar, p):
+    from cifarlab.models import Dropout
+    x = torch.from_numpy(cifar.x_train[:512]).float().div(255).requires_grad_()  # 1.57M real values
+    drop = Dropout(p)
+    torch.manual_seed(0)
+    y = drop(x)
+    y.sum().backward()
+    mask = x.grad  # the gradient is the mask: 0 where dropped, 1 / (1 - p) where kept
+    assert mask.unique().tolist() == pytest.approx([0.0, 1 / (1 - p)])
+    assert torch.allclose(y, x * mask)
+    kept = mask != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.002
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the torch generator decides: seeded runs repeat
+    assert not torch.equal(drop(x), y)
+    drop.eval()
+    assert drop(x) is x or torch.equal(drop(x), x)
+    # the lanes of one 64-bit draw are not correlated: neighbours are kept independently
+    k = kept.flatten().float()
+    both = (k[:-1] * k[1:]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 0.002
+
+
+def test_model_dropout_is_cifarlabs_own():
+    from cifarlab.models import Dropout
+    net = VGG(batchnorm=True, dropout=[0.2, 0.3, 0.4, 0.5])
+    assert [type(m) for m in net.modules() if isinstance(m, nn.Dropout)] == [Dropout] * 4

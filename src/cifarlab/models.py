@@ -4,7 +4,9 @@
     net = build_model(cfg)            # cfg: cifarlab.config.Config
     net(torch.zeros(8, 3, 32, 32))    # logits, shape (8, 10)
 
-A block is Conv3x3-ReLU -> Conv3x3-ReLU -> MaxPool2 (Keras `padding="same"`). With
+A block is Conv3x3-ReLU -> Conv3x3-ReLU -> MaxPool2 (Keras `padding="same"`); where
+nothing sits between the second ReLU and the pool, the two run in the equivalent order
+MaxPool2 -> ReLU. With
 batchnorm, BN follows every conv's ReLU and the dense layer's ReLU, before any
 dropout (the study's "combined"); `bn_dropout_order="swapped"` puts Dropout where
 BN was and BN where Dropout was. Keras details kept: he_uniform for the convs and
@@ -13,11 +15,41 @@ the hidden dense layer, glorot_uniform for the output, zero biases, and BN momen
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 BN_MOMENTUM = 0.01  # Keras momentum 0.99: running = 0.99 * running + 0.01 * batch
 BN_EPS = 1e-3  # Keras default
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on the CPU: same rate, scaling and gradient.
+
+    torch's CPU dropout draws its mask with `bernoulli_`, one generator call per element:
+    3.0 ms for the combined model's first dropout (64 x 32 x 16 x 16) on the 2-core Zen 5,
+    a tenth of its training step. Here each 64-bit draw of the same torch generator gives
+    four 16-bit numbers, and an element is kept where its number clears a threshold:
+    0.7 ms forward and backward. The rate is rounded to a multiple of 1/65536 (0.2 ->
+    0.199997). Seeding and checkpointed generator state work as before; other devices
+    keep torch's own kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0
+        return x * keep_mask(x.shape, self.p, x.dtype)
+
+
+def keep_mask(shape, p: float, dtype=torch.float32) -> torch.Tensor:
+    """A dropout mask on the CPU: 0 with probability p (to 1/65536), else 1 / (1 - p)."""
+    n = math.prod(shape)
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits
+    u16 = draws.view(torch.int16)[:n].view(shape)  # uniform over -32768..32767
+    return (u16 >= round(p * 65536) - 32768).to(dtype).mul_(1 / (1 - p))
 
 
 def _rates(dropout, blocks: int) -> list[float]:
@@ -46,23 +78,28 @@ class VGG(nn.Module):
                 if batchnorm and not swapped:
                     layers.append(_bn(w))
                 elif batchnorm and rates[b] > 0:  # swapped: Dropout where BN was
-                    layers.append(nn.Dropout(rates[b]))
+                    layers.append(Dropout(rates[b]))
                 c_in = w
             layers.append(nn.MaxPool2d(2))
+            if isinstance(layers[-2], nn.ReLU):
+                # ReLU then max-pool equals max-pool then ReLU (ReLU is monotone), values and
+                # gradients alike; pooling first runs the ReLU on a quarter of the elements.
+                # No parameters move, so state_dict keys and checkpoints are unchanged.
+                layers[-2], layers[-1] = layers[-1], layers[-2]
             if batchnorm and swapped:  # ... and BN where Dropout was
                 layers.append(_bn(w))
             elif rates[b] > 0:
-                layers.append(nn.Dropout(rates[b]))
+                layers.append(Dropout(rates[b]))
         self.features = nn.Sequential(*layers)
         side = 32 // 2 ** blocks
         head: list[nn.Module] = [nn.Flatten(), nn.Linear(c_in * side * side, dense), nn.ReLU(inplace=True)]
         if batchnorm and swapped:
-            head += [nn.Dropout(rates[-1]), _bn(dense, 1)]
+            head += [Dropout(rates[-1]), _bn(dense, 1)]
         else:
             if batchnorm:
                 head.append(_bn(dense, 1))
             if rates[-1] > 0:
-                head.append(nn.Dropout(rates[-1]))
+                head.append(Dropout(rates[-1]))
         head.append(nn.Linear(dense, num_classes))
         self.head = nn.Sequential(*head)
         self.reset_parameters()

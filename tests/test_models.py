@@ -109,3 +109,15 @@ def test_model_dropout_is_cifarlabs_own():
     from cifarlab.models import Dropout
     net = VGG(batchnorm=True, dropout=[0.2, 0.3, 0.4, 0.5])
     assert [type(m) for m in net.modules() if isinstance(m, nn.Dropout)] == [Dropout] * 4
+
+
+def test_dropout_mask_follows_the_input_layout(cifar):
+    from cifarlab.models import Dropout, keep_mask
+    x = torch.from_numpy(cifar.x_train[:64]).float().div(255).contiguous(memory_format=torch.channels_last)
+    m = keep_mask(x, 0.3)
+    assert m.is_contiguous(memory_format=torch.channels_last) and m.shape == x.shape
+    assert abs((m != 0).float().mean().item() - 0.7) < 0.005
+    y = Dropout(0.3)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    t = x.transpose(0, 1)  # neither layout: the mask is still a valid one
+    assert keep_mask(t, 0.3).shape == t.shape

@@ -41,15 +41,22 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         if self.p == 1:
             return x * 0
-        return x * keep_mask(x.shape, self.p, x.dtype)
+        return x * keep_mask(x, self.p)
 
 
-def keep_mask(shape, p: float, dtype=torch.float32) -> torch.Tensor:
-    """A dropout mask on the CPU: 0 with probability p (to 1/65536), else 1 / (1 - p)."""
-    n = math.prod(shape)
+def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """A CPU dropout mask shaped and laid out like `like`: 0 with probability p (to 1/65536), else 1/(1-p).
+
+    The mask takes `like`'s strides (channels_last stays channels_last): an elementwise
+    product of two layouts falls off torch's fast path (bf16: 1.4 ms vs 0.8 for a
+    64 x 32 x 16 x 16 dropout, forward and backward).
+    """
+    n = like.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)  # all 64 bits
-    u16 = draws.view(torch.int16)[:n].view(shape)  # uniform over -32768..32767
-    return (u16 >= round(p * 65536) - 32768).to(dtype).mul_(1 / (1 - p))
+    u16 = draws.view(torch.int16)[:n]  # uniform over -32768..32767
+    dense = like.is_contiguous() or (like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last))
+    u16 = u16.as_strided(like.shape, like.stride()) if dense else u16.view(like.shape)
+    return (u16 >= round(p * 65536) - 32768).to(like.dtype).mul_(1 / (1 - p))
 
 
 def _rates(dropout, blocks: int) -> list[float]:

@@ -212,7 +212,6 @@ def plain_model(batchnorm: bool, rates) -> nn.Sequential:
 
 class PlainContender:
     """The straightforward loop: DataLoader(Dataset), nn.Sequential, loss.item() every step."""
-    name = "plain"
 
     def __init__(self, cfg, x: np.ndarray, y: np.ndarray, workers: int = 0):
         rates = cfg.dropout if isinstance(cfg.dropout, list) else [cfg.dropout] * 4
@@ -249,7 +248,6 @@ class PlainContender:
 
 class KerasContender:
     """Keras on TensorFlow in a worker process, driven over stdin/stdout."""
-    name = "keras"
 
     def __init__(self, model: str, x: np.ndarray, y: np.ndarray, python: str, bf16: bool = False):
         self.tmp = tempfile.TemporaryDirectory(prefix="cifarlab-keras-")

@@ -124,20 +124,8 @@ def _sync(device):
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    name, family, model, flags = platform.processor() or platform.machine(), "?", "?", ""
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        name, family, model = fields.get("model name", name), fields.get("cpu family", "?"), fields.get("model", "?")
-        flags = fields.get("flags", "")
-    except OSError:
-        pass
-    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
-    if "avx512_bf16" in flags:
-        isa += "+bf16"
-    return (f"{name} (family {family} model {model}, {isa}), {torch.get_num_threads()} threads of "
-            f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+    from .train import cpu_name
+    return f"{cpu_name()}, {torch.get_num_threads()} threads of {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
 # --- contenders ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -160,10 +161,53 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
+def code_version() -> dict:
+    """The code a run trains with: the git commit of the tree cifarlab is imported from
+    and whether that tree was clean (no tracked file changed, nothing untracked in the
+    package), so that any result can be re-run. Outside a git checkout (an installed
+    wheel) the commit is None and the package version says what it was."""
+    pkg = Path(__file__).resolve().parent
+    out = {"commit": None, "clean": None, "version": __version__}
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=30)
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or not (Path(top.stdout.strip()) / "src" / "cifarlab").resolve() == pkg:
+            return out  # not cifarlab's own checkout (or git is missing)
+        out["commit"] = git("rev-parse", "HEAD").stdout.strip() or None
+        changed = git("status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+        untracked = git("status", "--porcelain", "--untracked-files=all", "--", "src").stdout.splitlines()
+        out["clean"] = not changed and not untracked
+        if not out["clean"]:
+            out["changed"] = sorted({line[3:] for line in changed + untracked})
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU by name, family and model, and its widest vector unit (speeds differ up to 2x
+    between CPU generations, so every figure carries this)."""
+    name, family, model, flags = platform.processor() or platform.machine(), "?", "?", ""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        name, family, model = fields.get("model name", name), fields.get("cpu family", "?"), fields.get("model", "?")
+        flags = fields.get("flags", "")
+    except OSError:
+        pass
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
+    if "avx512_bf16" in flags:
+        isa += "+bf16"
+    return f"{name} (family {family} model {model}, {isa})"
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
@@ -295,6 +339,10 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
     elif resume:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
+    # Each invocation that trains part of the run: from which epoch, with which code, on what.
+    segments = list(state.get("segments", [])) if state is not None else []
+    code = code_version()
+    segments.append({"from_epoch": start_epoch, "code": code, "device": _device_name(device)})
     log(f"{cfg.name}: {n_params:,} parameters, {n} training images, {steps} steps/epoch, "
         f"device {_device_name(device)}" + (f" x {ddp.world} processes" if ddp.active else ""))
     _header(log)
@@ -305,7 +353,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         checkpoint.save(ckpt_path, {
             "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
             "epoch": epochs_done, "step": epochs_done * steps, "history": history,
-            "wall_seconds": wall, "rng": checkpoint.rng_state(),
+            "wall_seconds": wall, "rng": checkpoint.rng_state(), "segments": segments,
             "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions(),
             **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
 
@@ -376,7 +424,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         "tta": cfg.tta, "total_seconds": time.perf_counter() - t_start,
         "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
         "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),
-        "device": _device_name(device), "versions": _versions(),
+        "device": _device_name(device), "versions": _versions(), "code": code, "segments": segments,
         "command": command if command is not None else sys.argv,
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},

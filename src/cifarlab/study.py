@@ -325,6 +325,24 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
     return results
 
 
+def plan_study(presets, seeds: int, workers: int, study_dir, overrides, epochs_scale: float = 1.0,
+               data_path=None, seconds: float = 3.0, log=print) -> int:
+    """`study --plan`: what the same command would run and how long it would take; runs nothing,
+    writes nothing."""
+    from .cli import UsageError
+    from .forecast import forecast
+    if workers < 1 or seeds < 1 or epochs_scale <= 0 or seconds <= 0:
+        raise UsageError("--workers and --seeds must be at least 1, --epochs-scale and --plan-seconds above 0")
+    try:
+        jobs = plan(ordered_presets(presets), seeds, list(overrides), study_dir, epochs_scale, data_path, workers)
+    except StudyError as e:
+        raise UsageError(str(e)) from None
+    fc = forecast(jobs, workers, seconds, log=lambda m: print(m, file=sys.stderr))
+    log(f"study {study_dir}")
+    log(fc.table())
+    return 0
+
+
 # --- command line ----------------------------------------------------------------------
 
 def add_parser(sub) -> None:
@@ -344,6 +362,10 @@ def add_parser(sub) -> None:
     p.add_argument("--address", help="ray: join the Ray cluster at HOST:PORT (default: start one here)")
     p.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run holds; 0.25 packs 4 runs on a GPU")
     p.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFARLAB_DATA, then the user cache)")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: list the runs, time each network here for a few seconds, and project "
+                        "the hours per run and for the whole study on --workers")
+    p.add_argument("--plan-seconds", type=float, default=3.0, help="--plan: seconds to time each network")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
     p.set_defaults(func=cmd_study)
 
@@ -359,6 +381,8 @@ def cmd_study(args) -> int:
     if wrong:
         from .cli import UsageError
         raise UsageError(f"--{wrong[0].replace('_', '-')} is an option of --backend ray, not {args.backend}")
+    if args.plan:
+        return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds)
     try:
         results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
                             args.backend, backend_options=given)

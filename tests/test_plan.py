@@ -1,0 +1,74 @@
+"""`cifarlab study --plan`: every run listed with its projected hours, nothing run or written."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cifarlab.forecast import duration, epochs_done, forecast, images_per_epoch, makespan
+from cifarlab.study import STUDY_ORDER, job_config, Job, plan
+from conftest import STUDY_ARGS
+
+
+def test_makespan_places_runs_in_order_on_free_workers():
+    assert makespan([3, 1, 1, 1], 2) == 3  # 3 on one worker; 1, 1, 1 on the other
+    assert makespan([1, 1, 3], 2) == 4  # the long run comes last and starts at 1
+    assert makespan([2, 2, 2], 1) == 6
+    assert makespan([], 2) == 0
+
+
+def test_durations_read_as_a_person_says_them():
+    assert [duration(s) for s in (0, 59.6, 61, 3599, 3600, 11_100)] == ["0s", "1m 00s", "1m 01s", "59m 59s",
+                                                                        "1h 00m", "3h 05m"]
+
+
+def test_images_per_epoch_follow_the_loop():
+    assert images_per_epoch(job_config(Job("vgg3", 0))) == (50_000, 10_000)  # last partial batch too
+    assert images_per_epoch(job_config(Job("combined", 0))) == (781 * 64, 10_000)  # drop_last: 781 steps
+    cfg = job_config(Job("vgg3", 0, ("subset=1000", "val_split=200")))
+    assert images_per_epoch(cfg) == (800, 200)
+
+
+def test_plan_lists_every_run_and_writes_nothing(tmp_path):
+    out = tmp_path / "st"
+    cmd = [sys.executable, "-m", "cifarlab", "study", "--plan", "--plan-seconds", "0.4", "--out", str(out),
+           "--only", "vgg1,vgg3,combined", "--seeds", "2", "--workers", "2", "subset=2000", "epochs=4"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()  # no study.json, no run folder
+    rows = {m[0]: m for m in re.findall(r"^(\w+/seed\d) †\s+(\d+)\s+([\d,]+) (\w+)\s+((?:\d+[hms] ?)+)$",
+                                         r.stdout, re.M)}
+    assert sorted(rows) == [f"{p}/seed{s}" for p in ("combined", "vgg1", "vgg3") for s in (0, 1)]
+    assert {m[1] for m in rows.values()} == {"4"} and {m[3] for m in rows.values()} == {"new"}
+    to_go = {k: m[4] for k, m in rows.items()}
+    # one measurement per network: seeds of a preset get the same projection
+    assert to_go["vgg1/seed0"] == to_go["vgg1/seed1"] and to_go["vgg3/seed0"] == to_go["vgg3/seed1"]
+    assert "measuring vgg1's network" in r.stderr
+    for name in ("vgg1", "vgg3", "combined"):
+        assert re.search(rf"^{name}\s+[\d,]+\s+[\d,]+$", r.stdout, re.M), r.stdout
+    assert "finished already: 0 of 6" in r.stdout and "not comparable" in r.stdout
+
+
+def test_plan_of_a_study_in_progress_counts_what_is_done(small_study):
+    """The shared small study (all runs finished) and one more seed: only the new runs cost anything."""
+    overrides = [a for a in STUDY_ARGS if "=" in a]
+    jobs = plan(["vgg3", "dropout", "bn_only"], 3, overrides, small_study["dir"], workers=2)
+    fc = forecast(jobs, workers=2, seconds=0.3)
+    by = {r.label: r for r in fc.runs}
+    assert {k for k, r in by.items() if r.status == "finished"} == {
+        f"{p}/seed{s}" for p in ("vgg3", "dropout", "bn_only") for s in (0, 1)}
+    for k, r in by.items():
+        if r.status == "finished":
+            assert r.seconds == 0 and r.done == r.epochs == 3
+            assert epochs_done(r.run_dir) == 3
+        else:
+            assert k.endswith("seed2") and r.status == "new" and r.seconds > 0
+    assert fc.seconds == pytest.approx(makespan([by[f"{p}/seed2"].seconds for p in ("vgg3", "dropout", "bn_only")], 2))
+    for k in ("vgg3/seed2", "bn_only/seed2"):  # remaining epochs x (train + validation) + the final test
+        r, sp = by[k], fc.speeds[by[k].network]
+        assert r.seconds == pytest.approx(3 * (r.train_images / sp.train_ips + r.val_images / sp.eval_ips)
+                                          + r.test_views / sp.eval_ips)
+    assert by["vgg3/seed2"].train_images == 800 and by["vgg3/seed2"].val_images == 200
+    assert len(fc.speeds) == 3  # vgg3, dropout and bn_only are three networks
+    json.dumps(fc.to_dict())  # serialisable

@@ -144,3 +144,51 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
                    ".filter(i => i.complete && i.naturalWidth > 0).length)</script></body>"))
     dom = _chromium("--dump-dom", "--virtual-time-budget=5000", probe.as_uri()).stdout
     assert f'data-loaded="{len(report["json"]["figures"])}"' in dom
+
+
+def test_each_row_says_its_arithmetic(report):
+    for r in report["json"]["rows"]:
+        assert r["arithmetic"] == "fp32"  # the study's presets on a CPU
+        assert all(s["arithmetic"] == "fp32" for s in summaries(report["dir"], r["experiment"]))
+    assert "<th>arithmetic</th>" in report["html"] and "| arithmetic |" in report["md"]
+
+
+def test_run_records_name_their_code_and_device(report):
+    for s in summaries(report["dir"], "vgg3"):
+        code = s["code"]
+        assert set(code) >= {"commit", "clean", "version"}
+        assert code["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", code["commit"])
+        assert s["segments"][0]["from_epoch"] == 0 and s["segments"][-1]["code"] == code
+        assert "family" in s["device"] or s["device"].startswith("NVIDIA")
+
+
+def test_readme_table_lists_every_planned_run_and_never_fills_one_in(report, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nbefore\n<!-- results: begin (written by `cifarlab report STUDY_DIR --readme "
+                      "README.md`) -->\nold table\n<!-- results: end -->\nafter\n")
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--readme", str(readme),
+                        "--expect", "vgg3:3,combined"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n") and text.endswith("<!-- results: end -->\nafter\n")
+    assert "old table" not in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    by = {}
+    for cells in rows:
+        by.setdefault(cells[0].lstrip("| "), []).append(cells)
+    vgg3 = json.loads((report["dir"] / "report.json").read_text())["rows"][0]
+    assert by["vgg3"][0][2] == f"{vgg3['mean']:.2f} ± {vgg3['std']:.2f}†" and by["vgg3"][0][3] == "2"
+    assert by["vgg3"][1][2] == "not finished: seed 2"  # asked for, never run: listed, not filled in
+    assert by["combined"][0][1:4] == ["400", "not finished: seed 0", ""] and by["combined"][0][4] == "87.82"
+    assert [c[0].lstrip("| ") for c in rows][:4] == ["vgg3", "vgg3", "dropout", "bn_only"]
+    assert by["dropout"][0][9] == "fp32"
+    bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--readme",
+                          str(tmp_path / "none.md")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no such file" in bad.stderr
+    (tmp_path / "plain.md").write_text("# no block\n")
+    bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--readme",
+                          str(tmp_path / "plain.md")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "results block" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--expect", "vgg3:x"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "PRESET:SEEDS" in bad.stderr

@@ -81,6 +81,18 @@ def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str]]:
     return runs, unfinished
 
 
+def arithmetic(summary: dict, config: dict) -> str:
+    """What a run computed in: its summary says so; for runs written before it did, the config's
+    amp and the device tell (fp32 unless bf16 was asked for and the device had bf16 units)."""
+    if summary.get("arithmetic"):
+        return summary["arithmetic"]
+    amp, device = config.get("amp", "auto"), summary.get("device", "")
+    cpu = device.startswith("cpu")
+    if amp == "off" or (amp == "auto" and cpu) or (amp == "native" and cpu and "+bf16" not in device):
+        return "fp32"
+    return {"fp16": "fp16", "bf16": "bf16", "native": "bf16", "auto": "bf16"}.get(amp, "?")
+
+
 def _order(names) -> list[str]:
     rank = {n: i for i, n in enumerate(STUDY_ORDER)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
@@ -101,6 +113,7 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
         "description": rs[0]["config"].get("description", ""),
         "beyond_study": name not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
         "device": rs[0]["summary"].get("device", ""),
+        "arithmetic": "/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
     }
     for key, _ in REFS:
         v = ref.get(key)
@@ -283,7 +296,7 @@ def beyond_lines(rep: dict) -> list[str]:
 
 def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     head = ["experiment", "test acc % (mean ± std)", "n", "seed report", "diff", "article", "diff",
-            "epochs", "wall / run", "comparable"]
+            "epochs", "wall / run", "arithmetic", "comparable"]
     body = []
     for r in rep["rows"]:
         m = _mark(r)
@@ -291,7 +304,7 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
         body.append([r["experiment"] + (" ‡" if r["beyond_study"] else ""), acc, str(r["n"]), _f(r["seed_report"]),
                      _f(r["diff_seed_report"], signed=True) + (m if r["diff_seed_report"] is not None else ""),
                      _f(r["article"]), _f(r["diff_article"], signed=True) + (m if r["diff_article"] is not None else ""),
-                     "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]),
+                     "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]), r.get("arithmetic", "?"),
                      "yes" if r["comparable"] else "no (scaled)"])
     return head, body
 
@@ -476,6 +489,99 @@ def write_report(study_dir, data_path=None) -> dict:
     return rep
 
 
+README_BEGIN = "<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->"
+README_END = "<!-- results: end -->"
+
+
+def parse_expect(text: str | None) -> dict[str, int]:
+    """"vgg3:3,combined" -> {"vgg3": 3, "combined": 1}."""
+    out = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        name, _, n = item.partition(":")
+        if not name or not (n or "1").isdigit() or int(n or 1) < 1:
+            raise ValueError(f"--expect {item!r}: write PRESET or PRESET:SEEDS with SEEDS a positive whole number")
+        out[name] = max(out.get(name, 0), int(n or 1))
+    return out
+
+
+def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
+    """preset -> the seeds the study is meant to have: every invocation's presets x seeds in
+    study.json, plus `expect` ("vgg3:3,combined" = vgg3 seeds 0-2, combined seed 0)."""
+    out: dict[str, set] = {}
+    for inv in rep["meta"].get("invocations", []):
+        o = inv.get("options") or {}
+        for name in o.get("presets") or []:
+            out.setdefault(name, set()).update(range(o.get("seeds") or 1))
+    for name, n in parse_expect(expect).items():
+        out.setdefault(name, set()).update(range(n))
+    for r in rep["rows"]:
+        out.setdefault(r["experiment"], set()).update(r["seeds"])
+    return {n: sorted(out[n]) for n in _order(out)}
+
+
+def _short_device(device: str) -> str:
+    for junk in ("(R)", "(TM)", " Processor", " CPU"):
+        device = device.replace(junk, "")
+    return " ".join(device.split())
+
+
+def readme_table(rep: dict, expect: str | None = None) -> str:
+    """The results as a Markdown table for a README: every planned run, finished or not (a run
+    that is missing says so; nothing is filled in)."""
+    from .config import load_preset, preset_names
+    rows = {r["experiment"]: r for r in rep["rows"]}
+    study_dir = Path(rep["study_dir"])
+    lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic | device |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for name, seeds in planned(rep, expect).items():
+        r = rows.get(name)
+        done = set(r["seeds"]) if r else set()
+        missing = [s for s in seeds if s not in done]
+        ref = (load_preset(name).reference if name in preset_names() else {}) if not r else {}
+        if r:
+            m = _mark(r)
+            acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
+            cells = [name, "/".join(map(str, r["epochs"])), acc, str(r["n"]), _f(r["seed_report"]),
+                     _f(r["diff_seed_report"], signed=True), _f(r["article"]), _f(r["diff_article"], signed=True),
+                     _duration(r["wall_seconds"]), r.get("arithmetic", "?"), _short_device(r["device"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        if missing:
+            where = []
+            for sd in missing:
+                from .forecast import epochs_done
+                k = epochs_done(study_dir / "runs" / name / f"seed{sd}")
+                where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
+            epochs = load_preset(name).epochs if name in preset_names() else "?"
+            cells = [name, str(epochs), "not finished: " + ", ".join(where), "", _f(ref.get("seed_report")),
+                     "", _f(ref.get("article")), "", "", "", ""]
+            if r:  # the finished seeds have their row above
+                cells[4] = cells[6] = ""
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(readme, table: str) -> None:
+    """Replace the text between README_BEGIN and README_END in `readme` with `table`."""
+    from .checkpoint import atomic_write_text
+    readme = Path(readme)
+    check_readme(readme)
+    text = readme.read_text()
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
+
+
+def check_readme(readme) -> None:
+    """A file with one results block, or a FileNotFoundError that says what to add."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise FileNotFoundError(f"--readme {readme}: no such file; name a README that has a results block")
+    text = readme.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise FileNotFoundError(f"{readme} needs one results block: add a line {README_BEGIN} and a line "
+                                f"{README_END} where the table belongs")
+
+
 def latest_study(root="studies") -> Path:
     found = sorted(Path(root).glob("*/study.json"), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -489,13 +595,27 @@ def add_parser(sub) -> None:
                                    "curves, group overlays, the best run's confusion matrix, statistics.")
     p.add_argument("study_dir", nargs="?", help="study folder (default: the most recent under ./studies)")
     p.add_argument("--data", help="CIFAR-10 folder or archive, for the best run's confusion matrix")
+    p.add_argument("--readme", metavar="FILE", help="also write the results table into FILE, between the lines "
+                                                    f"{README_BEGIN} and {README_END}")
+    p.add_argument("--expect", metavar="PRESET[:SEEDS],...",
+                   help="--readme: runs the table lists as not finished until they are (besides study.json's)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
+    try:
+        parse_expect(args.expect)
+        if args.readme:
+            check_readme(args.readme)  # before the report's work, not after
+    except ValueError as e:
+        from .cli import UsageError
+        raise UsageError(str(e)) from None
     study_dir = Path(args.study_dir) if args.study_dir else latest_study()
     rep = write_report(study_dir, args.data)
     print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
           f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons")
     print(f"-> {study_dir / 'report.html'}\n-> {study_dir / 'report.md'}")
+    if args.readme:
+        update_readme(args.readme, readme_table(rep, args.expect))
+        print(f"-> {args.readme} (results table)")
     return 0

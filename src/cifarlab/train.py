@@ -76,6 +76,11 @@ def amp_dtype(cfg: Config, device: torch.device):
     return torch.bfloat16
 
 
+def arithmetic_name(amp) -> str:
+    """fp32, bf16 or fp16: what the convolutions and matrix products of a run computed in."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
 @dataclass
 class Data:
     """The run's splits as uint8/int64 tensors on the training device, plus normalisation."""
@@ -424,7 +429,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         "tta": cfg.tta, "total_seconds": time.perf_counter() - t_start,
         "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
         "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),
-        "device": _device_name(device), "versions": _versions(), "code": code, "segments": segments,
+        "device": _device_name(device), "arithmetic": arithmetic_name(amp), "versions": _versions(), "code": code,
+        "segments": segments,
         "command": command if command is not None else sys.argv,
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},

@@ -407,3 +407,31 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch)
     assert str(e.value) == f"could not write {path}: No space left on device; the previous checkpoint.pt is unchanged"
     assert isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_sweep_removes_only_temporaries_without_a_live_writer(tmp_path):
+    """Same host: the writer's PID decides (a live PID unchanged for a day was reused);
+    another host or a name without a writer (earlier versions): ten minutes unchanged."""
+    from cifarlab.files import sweep
+    host = writer_tag().split("@")[1]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hour, days = time.time() - 3600, time.time() - 2 * 86400
+
+    def make(name, mtime=None):
+        (tmp_path / name).write_text("x")
+        if mtime:
+            os.utime(tmp_path / name, (mtime, mtime))
+        return name
+    try:
+        gone = {make(f".a.{dead.pid}@{host}.r1.tmp"), make(f".b.{live.pid}@{host}.r2.tmp", days),
+                make(".c.7@elsewhere.r3.tmp", hour), make(".checkpoint.pt.abcd1234.tmp", hour)}
+        kept = {make(f".d.{live.pid}@{host}.r4.tmp", hour), make(f".e.{os.getpid()}@{host}.r5.tmp", days),
+                make(".f.7@elsewhere.r6.tmp"), make(".g.abcd1234.tmp"), make("notes.txt", days)}
+        removed = sweep(tmp_path, ".*.tmp")
+    finally:
+        live.kill()
+        live.wait()
+    assert {p.name for p in removed} == gone
+    assert {p.name for p in tmp_path.iterdir()} == kept

@@ -7,7 +7,8 @@
 Every temporary is created in the folder of its target (so the final rename is atomic)
 under a unique name that carries its writer: `.NAME.PID@HOST.RANDOM.tmp`. sweep() removes
 one when that process is dead (same host), or when it has not changed for STALE_SECONDS
-(another host, or a name without a writer); the temporary of a live writer is kept.
+(another host, or a name without a writer) or for a day (a PID since reused); the
+temporary of a live writer is kept.
 A failed write removes its temporary and raises WriteError naming the file; the file
 it was to replace is unchanged.
 """
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 STALE_SECONDS = 600  # a temporary nobody has written to for this long has no live writer
+REUSED_SECONDS = 86400  # ... even if a process of its writer's PID is running (a reused PID)
 _WRITER = re.compile(r"\.(\d+)@([A-Za-z0-9-]*)\.")
 
 
@@ -139,7 +141,10 @@ def is_stale(path: Path, now: float | None = None) -> bool:
     m = _WRITER.search(path.name)
     if m and m.group(2) == _host():
         pid = int(m.group(1))
-        return pid != os.getpid() and not _alive(pid)
+        if pid == os.getpid():
+            return False
+        # a live PID unchanged for a day is another process that reused the number
+        return not _alive(pid) or age > REUSED_SECONDS
     return age > STALE_SECONDS
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from .config import FIELDS, ConfigError, _check_type, from_dict, to_dict
-from .files import atomic_write_text
+from .files import atomic_write, atomic_write_text
 
 SPACES = {"loguniform": 2, "uniform": 2, "randint": 2, "lograndint": 2, "choice": None, "grid": None}
 METRIC = "val_acc"
@@ -132,8 +132,8 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # Tune restored this trial: continue from its last reported epoch
         with ckpt.as_directory() as d:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(d) / "checkpoint.pt", run_dir / "checkpoint.pt")
+            with open(Path(d) / "checkpoint.pt", "rb") as src:  # never half a checkpoint in the run folder
+                atomic_write(run_dir / "checkpoint.pt", lambda f: shutil.copyfileobj(src, f))
         resume = True
 
     last = {}

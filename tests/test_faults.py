@@ -111,7 +111,8 @@ def test_hostile_checkpoint_runs_nothing(twin, image, tmp_path, capsys):
     with pytest.raises(checkpoint.CheckpointError, match="refused to load"):
         cifarlab.load(run)
     for args in (["predict", run / "checkpoint.pt", image], ["predict", raw, image], ["evaluate", run],
-                 ["export", run, "--format", "safetensors", "--out", tmp_path / "exp"], ["train", "--resume", run, "--quiet"]):
+                 ["export", run, "--format", "safetensors", "--out", tmp_path / "exp"],
+                 ["train", "--resume", run, "--quiet"]):
         rc, err = _cli(capsys, *args)
         assert rc == 2, args
         assert err.count("\n") == 1 and "refused to load" in err and "Traceback" not in err, err
@@ -367,12 +368,16 @@ def test_crafted_archive_extracts_nothing_outside(tmp_path, monkeypatch, library
 
 # --- disk full ---------------------------------------------------------------------------
 
-def test_disk_full_in_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(twin, tmp_path, capsys):
+def test_disk_full_in_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(twin, data_dir, tmp_path, capsys,
+                                                                                 monkeypatch):
     """A run on a 12 MB file system: the first checkpoint (8.5 MB) fits, the second does not
     fit beside it. The run stops with one line, epoch 1's checkpoint whole and no temporary;
-    moved to a disk with room, it resumes to the uninterrupted result."""
+    moved to a disk with room, it resumes to the uninterrupted result. The data cache
+    (185 MB) on that disk: the data still loads, and no partial cache file stays."""
     mnt = tmp_path / "small"
     mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here to make a small file system to fill")
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here to fill ({r.stderr.strip() or r.returncode})")
@@ -386,6 +391,9 @@ def test_disk_full_in_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint
         assert _temporaries(mnt) == []
         moved = tmp_path / "moved"
         shutil.copytree(run, moved)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(mnt / "cache"))
+        ds = D.load_cifar10(data_dir, download_ok=False)
+        assert len(ds.y_train) == 50000 and not list(mnt.rglob("*.npz")) and _temporaries(mnt) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
     train(None, moved, resume=True, progress=False, log=_quiet)

@@ -443,3 +443,22 @@ def test_sweep_removes_only_temporaries_without_a_live_writer(tmp_path):
         live.wait()
     assert {p.name for p in removed} == gone
     assert {p.name for p in tmp_path.iterdir()} == kept
+
+
+def test_hostile_python_version_batch_runs_nothing(cifar, tmp_path):
+    """The python version is pickled: even a file whose MD5 was accepted is read with an
+    unpickler that builds NumPy arrays and plain values only."""
+    marker = tmp_path / "MARKER"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        x, y = (cifar.x_test, cifar.y_test) if name == "test_batch" else (cifar.x_train[:10], cifar.y_train[:10])
+        batch = {b"data": x.reshape(len(x), -1), b"labels": y.tolist()}
+        if i == 2:
+            batch[b"batch_label"] = _Plant(marker)
+        (folder / name).write_bytes(pickle.dumps(batch))
+    md5s = {name: D.md5sum(folder / name) for name in names}
+    with pytest.raises(D.DataError, match="refused to unpickle: it would call posix.system; nothing in it was run"):
+        D.read_py_folder(folder, md5s)
+    assert not marker.exists()

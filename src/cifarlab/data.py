@@ -129,6 +129,18 @@ def read_bin_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10
                                np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles the python version's batches (dicts, lists, bytes and NumPy arrays) and
+    nothing that could run code, whatever the file holds."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it would call {module}.{name}")
+        return super().find_class(module, name)
+
+
 def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
     folder = Path(folder)
     key = verify(folder, PY_MD5 if md5s is None else md5s)
@@ -137,7 +149,11 @@ def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
 
     def read(name):
         with open(folder / name, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            try:
+                d = _ArraysOnly(f, encoding="bytes").load()
+            except pickle.UnpicklingError as e:
+                raise DataError(f"{folder / name}: refused to unpickle: {e}; nothing in it was run. "
+                                f"{_fix_hint(folder)}") from None
         x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         return x, np.asarray(d[b"labels"], dtype=np.int64)
 

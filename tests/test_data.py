@@ -118,7 +118,7 @@ def test_download_checks_md5_and_extracts(served, tmp_path):
     assert D.md5sum(dest) == md5
     folder = D._extract(dest, dest.parent)
     assert D.read_bin_folder(folder).y_train[:5].tolist() == [6, 9, 9, 4, 1]
-    assert not list(dest.parent.glob(".extract-*"))
+    assert not list(dest.parent.glob(".extract*"))
 
 
 def test_not_found_without_network_lists_places(tmp_path, monkeypatch):

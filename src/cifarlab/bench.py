@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .config import apply_overrides, load_preset
+from .files import atomic_write_text
 from .train import (build_training, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
                     setup_threads, train_step)
 
@@ -500,5 +501,5 @@ def add_parser(sub) -> None:
 def cmd_bench(args) -> int:
     result = run(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     return 0

@@ -1,61 +1,91 @@
-"""Checkpoints that rebuild their own model, load on a CPU, and never exist half-written.
+"""Checkpoints that rebuild their own model, load on a CPU, never exist half-written and
+never run code when loaded.
 
     save(run_dir / "checkpoint.pt", state)      # temp file + fsync + atomic rename
     state = load(run_dir / "checkpoint.pt")     # tensors land on the CPU
     model = model_from_checkpoint(state)        # rebuilt from state["config"]
+
+A checkpoint holds tensors and plain Python values only, and is read with PyTorch's
+weights-only unpickler: a file that would call anything else (code planted in a `.pt`
+file) is refused with a CheckpointError, and nothing in it runs. Checkpoints that store
+NumPy's RNG state as a NumPy array (written before it was stored as a tensor) still load:
+the array type, its dtype and its unpickling helper are the only other things allowed.
 """
 from __future__ import annotations
 
-import os
+import pickle
 import random
-import tempfile
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temp file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    make_readable(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from .files import WriteError, atomic_write, atomic_write_text, make_readable  # noqa: F401 (re-exported)
 
 
-def make_readable(path) -> None:
-    """The usual permissions (0666 less the umask): mkstemp makes its files 0600, private."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+class CheckpointError(ValueError):
+    """A checkpoint that cannot or must not be loaded; the message names the file."""
 
 
 def save(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def _allowed_globals() -> list:
+    """What a checkpoint may name besides tensors and plain values: NumPy's RNG state as a
+    uint32 array (the array, its dtype and dtype class, the helper that rebuilds it) and
+    torch.__version__'s str subclass, as older checkpoints store them."""
+    from torch.torch_version import TorchVersion
+    core = getattr(np, "_core", None) or np.core
+    rebuild = core.multiarray._reconstruct
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), TorchVersion,
+            (rebuild, "numpy._core.multiarray._reconstruct"), (rebuild, "numpy.core.multiarray._reconstruct")]
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text.split(". ")[0].rstrip(".") if text else ""
+
+
 def load(path: Path) -> dict:
+    """The checkpoint at `path` as a dict, tensors on the CPU; CheckpointError for a file
+    that is damaged, not a checkpoint, or would run code."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_allowed_globals()):
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # not a pickle at all, or garbled
+            raise CheckpointError(f"{path}: cannot read this checkpoint ({_first_sentence(e)}); it is damaged "
+                                  f"or not a cifarlab checkpoint") from None
+        m = re.search(r"GLOBAL (\S+)", str(e))
+        what = (f"it would call {m.group(1)}" if m
+                else "it holds pickle operations no checkpoint holds: damaged, or not a checkpoint")
+        raise CheckpointError(f"{path}: refused to load: not a plain checkpoint ({what}); nothing in it was run") \
+            from None
+    except Exception as e:
+        reason = _first_sentence(e) or type(e).__name__
+        if isinstance(e, EOFError):
+            reason = "the file is empty or ends early"
+        elif isinstance(e, KeyError):
+            reason = "not a file torch.save wrote"
+        raise CheckpointError(f"{path}: cannot read this checkpoint ({reason}); it is damaged or not a "
+                              f"cifarlab checkpoint") from None
+    if not isinstance(state, dict) or not {"config", "model"} <= state.keys():
+        raise CheckpointError(f"{path}: not a cifarlab checkpoint (no config and model in it)")
+    return state
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state as tensors and plain values (NumPy's key as an int64 tensor)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (str(kind), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -63,7 +93,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, key, *rest = state["numpy"]
+    if isinstance(key, torch.Tensor):
+        key = key.numpy().astype(np.uint32)
+    np.random.set_state((kind, key, *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .files import WriteError
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
-    except (ConfigError, DataError, UsageError, FileNotFoundError) as e:
+    except (ConfigError, DataError, UsageError, CheckpointError, WriteError, FileNotFoundError) as e:
         print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

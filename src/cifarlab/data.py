@@ -9,7 +9,9 @@ Both official layouts are read: the binary version (`cifar-10-batches-bin/` or
 `cifar-10-binary.tar.gz`) and the python version (`cifar-10-batches-py/` or
 `cifar-10-python.tar.gz`). Every file is checked against its official MD5 before
 it is trusted; the decoded arrays are cached in the user cache folder, keyed by
-those MD5s, so later loads are one `np.load`.
+those MD5s, so later loads are one `np.load`. A damaged cache file is rebuilt (with a
+line on stderr saying so); an archive is unpacked only if none of its members could land
+outside its folder.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import pickle
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import atomic_write, sweep, temp_dir, temp_file
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -126,6 +129,18 @@ def read_bin_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10
                                np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles the python version's batches (dicts, lists, bytes and NumPy arrays) and
+    nothing that could run code, whatever the file holds."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it would call {module}.{name}")
+        return super().find_class(module, name)
+
+
 def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
     folder = Path(folder)
     key = verify(folder, PY_MD5 if md5s is None else md5s)
@@ -134,7 +149,11 @@ def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
 
     def read(name):
         with open(folder / name, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            try:
+                d = _ArraysOnly(f, encoding="bytes").load()
+            except pickle.UnpicklingError as e:
+                raise DataError(f"{folder / name}: refused to unpickle: {e}; nothing in it was run. "
+                                f"{_fix_hint(folder)}") from None
         x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         return x, np.asarray(d[b"labels"], dtype=np.int64)
 
@@ -144,16 +163,39 @@ def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
                                np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
 
 
+def _check_members(archive: Path, members, folder: str) -> list:
+    """The regular files under `folder/` that `archive` holds; DataError if any member could
+    land outside the extraction folder (an absolute path, `..`, a link, a device)."""
+    keep = []
+    for m in members:
+        parts = m.name.replace("\\", "/").split("/")
+        unsafe = ("an absolute path" if m.name.startswith(("/", "\\"))
+                  else "a path with '..'" if ".." in parts
+                  else f"a link to {m.linkname!r}" if m.issym() or m.islnk()
+                  else "a device or pipe" if not (m.isfile() or m.isdir())
+                  else None)
+        if unsafe:
+            raise DataError(f"{archive}: refused to unpack: member {m.name!r} is {unsafe}, which the official "
+                            f"CIFAR-10 archive never holds; nothing was extracted. {_fix_hint(archive)}")
+        if m.isfile() and m.name.startswith(folder + "/"):
+            keep.append(m)
+    return keep
+
+
 def _extract(archive: Path, dest_parent: Path) -> Path:
-    """Unpack `archive` next to its final place, then rename: never half a folder."""
+    """Unpack `archive` next to its final place, then rename: never half a folder, never a
+    file outside it (every member is checked first, on every Python version)."""
     md5, folder = ARCHIVES[archive.name]
     final = dest_parent / folder
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_parent))
+    sweep(dest_parent, ".extract.*", ".extract-*")  # left by an extraction that was killed
+    tmp = temp_dir(dest_parent, "extract")
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(folder + "/")]
-            tar.extractall(tmp, members=members, filter="data") if sys.version_info >= (3, 12) \
-                else tar.extractall(tmp, members=members)
+            members = _check_members(archive, tar.getmembers(), folder)
+            if hasattr(tarfile, "data_filter"):  # Python 3.12, 3.11.4+, 3.10.12+: the library checks too
+                tar.extractall(tmp, members=members, filter="data")
+            else:
+                tar.extractall(tmp, members=members)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp / folder, final)
@@ -194,27 +236,31 @@ def _open(path: Path) -> CIFAR10 | None:
 
 
 def download(url: str, dest: Path, md5: str, progress=True) -> Path:
-    """Fetch `url` to `dest` via a `.part` file; the file appears only when its MD5 is right."""
+    """Fetch `url` to `dest` via a `.part` file; the file appears only when its MD5 is right,
+    and the `.part` file is removed however the download ends (Ctrl-C included)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    # .part files of downloads that were killed, and the fixed-name one of earlier versions
+    sweep(dest.parent, f".{dest.name}.*.part", dest.name + ".part")
+    fd, part = temp_file(dest.parent, dest.name, ".part")
     try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(part, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0)
-            from .progress import Progress
-            bar = Progress(total or None, desc=f"download {dest.name}", unit="B", enabled=progress)
-            while block := r.read(1 << 20):
-                f.write(block)
-                bar.update(len(block))
-            bar.close()
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        try:
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=30) as r:
+                total = int(r.headers.get("Content-Length") or 0)
+                from .progress import Progress
+                bar = Progress(total or None, desc=f"download {dest.name}", unit="B", enabled=progress)
+                while block := r.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+                bar.close()
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
+        got = md5sum(part)
+        if got != md5:
+            raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}; nothing was kept.")
+        os.replace(part, dest)
+    finally:
         part.unlink(missing_ok=True)
-        raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
-    got = md5sum(part)
-    if got != md5:
-        part.unlink(missing_ok=True)
-        raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}; nothing was kept.")
-    os.replace(part, dest)
     return dest
 
 
@@ -235,24 +281,28 @@ def _cache_file(key: str) -> Path:
 
 def _cached(key: str, folder: Path) -> CIFAR10 | None:
     path = _cache_file(key)
+    sweep(path.parent, ".*.tmp", "tmp*.tmp")  # cache writes that were killed, or cut short by a full disk
     if not path.is_file():
         return None
     try:
         with np.load(path) as z:
-            return CIFAR10(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(folder))
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged cache is rebuilt from the verified files
+            ds = CIFAR10(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(folder))
+        shapes = (ds.x_train.shape, ds.y_train.shape, ds.x_test.shape, ds.y_test.shape)
+        if shapes != ((50000, 3, 32, 32), (50000,), (10000, 3, 32, 32), (10000,)) or ds.x_train.dtype != np.uint8:
+            raise ValueError(f"arrays of shapes {shapes}")
+        return ds
+    except Exception as e:  # truncated, overwritten, not a zip at all: rebuilt from the verified files
+        print(f"cifarlab: the decoded-array cache {path} is damaged ({type(e).__name__}: "
+              f"{' '.join(str(e).split())}); rebuilding it", file=sys.stderr)
+        return None
 
 
 def _store(key: str, ds: CIFAR10) -> CIFAR10:
-    """Keep the decoded arrays; a read-only home is no reason to fail."""
-    path = _cache_file(key)
+    """Keep the decoded arrays; a read-only home or a full disk is no reason to fail
+    (the temporary is removed, nothing half-written stays)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
-        os.replace(tmp, path)
+        atomic_write(_cache_file(key), lambda f: np.savez(f, x_train=ds.x_train, y_train=ds.y_train,
+                                                          x_test=ds.x_test, y_test=ds.y_test))
     except OSError:
         pass
     return ds

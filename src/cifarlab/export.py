@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write, atomic_write_text, make_readable
+from .files import atomic_write, atomic_write_text, sweep, temp_file
 from .data import CLASSES
 from .predict import EXPORT_CONFIG, load_checkpoint, load_export
 
@@ -98,29 +97,29 @@ def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.
             from None
     net = copy.deepcopy(model.net).cpu().to(memory_format=torch.contiguous_format).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".model.", suffix=".onnx")
+    sweep(out_dir, ".model.*.onnx")  # left by an export that was killed
+    fd, tmp = temp_file(out_dir, "model", ".onnx")  # the exporter writes to a file name
     os.close(fd)
-    make_readable(tmp)  # an exported model is meant to be shared
     try:
         with _quiet_exporter():
-            torch.onnx.export(net, (xin[:2],), tmp, input_names=["input"], output_names=["logits"],
+            torch.onnx.export(net, (xin[:2],), str(tmp), input_names=["input"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET,
                               external_data=False, dynamo=True)
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
         entry = proto.metadata_props.add()  # a lone .onnx file still names its classes and normalisation
         entry.key, entry.value = "cifarlab", json.dumps({k: meta[k] for k in ("classes", "norm", "input")})
-        onnx.save(proto, tmp)
-        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        blob = proto.SerializeToString()
+        session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
         got = session.run(None, {"input": xin.numpy()})[0]
         check = compare(got, ref.numpy())
         if not check["within_tolerance"]:
             raise ExportError(f"onnxruntime's logits differ from PyTorch's by up to {check['max_abs_diff']:.3g} "
                               f"(tolerance {ATOL} + {RTOL}*|logit|); the export was not kept")
         path = out_dir / "model.onnx"
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(blob))  # readable by all: an exported model is meant to be shared
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return path, check
 
 

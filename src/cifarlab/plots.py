@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .files import atomic_write  # noqa: E402
+
 
 def curves(history: list[dict], path: Path, title: str = "") -> None:
     """Cross-entropy loss and classification accuracy per epoch, train vs validation."""
@@ -35,11 +37,11 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
 
 
 def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda f: fig.savefig(f, dpi=100, format=Path(path).suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
 
 
 def overlay(series: dict[str, list[dict]], path: Path, title: str = "", key: str = "val_acc") -> None:

@@ -33,6 +33,7 @@ from . import __version__, checkpoint, distributed
 from .augment import alternating_flip_mask, augment_batch, crop, normalize
 from .config import Config, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
+from .files import WriteError, sweep
 from .models import build_model, count_parameters
 from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
 from .progress import Progress
@@ -162,7 +163,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int
 
 
 def _versions() -> dict:
-    return {"cifarlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"cifarlab": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
             "python": platform.python_version()}
 
 
@@ -310,6 +311,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         log, progress = (lambda *a, **k: None), False
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # temporaries of writes cut short (kill -9 in a checkpoint write) whose writer is gone
+        sweep(run_dir, ".*.tmp", "*.tmp.png")
         checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     setup_threads(cfg)
@@ -406,9 +409,13 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         history.append(row)
         log(_row(row))
         if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            write_metrics(run_dir, history)
-            save_checkpoint(epoch + 1)
-            _plot(run_dir, history, cfg)
+            try:
+                write_metrics(run_dir, history)
+                save_checkpoint(epoch + 1)
+                _plot(run_dir, history, cfg)
+            except WriteError as e:  # disk full, say: the last checkpoint written is still whole
+                raise WriteError(e.errno, f"{e}; once that is fixed, continue the run with "
+                                          f"`cifarlab train --resume {run_dir}`") from None
         if on_epoch is not None and ddp.is_main:
             on_epoch(row, model, run_dir)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from .config import FIELDS, ConfigError, _check_type, from_dict, to_dict
+from .files import atomic_write, atomic_write_text
 
 SPACES = {"loguniform": 2, "uniform": 2, "randint": 2, "lograndint": 2, "choice": None, "grid": None}
 METRIC = "val_acc"
@@ -131,8 +132,8 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
     ckpt = tune.get_checkpoint()
     if ckpt is not None:  # Tune restored this trial: continue from its last reported epoch
         with ckpt.as_directory() as d:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(d) / "checkpoint.pt", run_dir / "checkpoint.pt")
+            with open(Path(d) / "checkpoint.pt", "rb") as src:  # never half a checkpoint in the run folder
+                atomic_write(run_dir / "checkpoint.pt", lambda f: shutil.copyfileobj(src, f))
         resume = True
 
     last = {}
@@ -259,7 +260,7 @@ def _write_table(path: Path, rows: list[dict]) -> None:
     for r in rows:
         w.writerow({k: (yaml.safe_dump(v, default_flow_style=True).strip() if isinstance(v, list) else v)
                     for k, v in r.items()})
-    path.write_text(buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def format_table(rows: list[dict]) -> str:
@@ -290,7 +291,7 @@ def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seco
     body["description"] = f"{parent or base_cfg.name} tuned: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     body.update(changed)
     # one key a line, lists inline, as the preset files are written
-    path.write_text(head + "".join(
+    atomic_write_text(path, head + "".join(
         f"{k}: {yaml.safe_dump(v, default_flow_style=True, width=1000).strip()}\n" if isinstance(v, (list, dict))
         else yaml.safe_dump({k: v}, default_flow_style=False, width=1000) for k, v in body.items()))
 

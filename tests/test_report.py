@@ -192,3 +192,23 @@ def test_readme_table_lists_every_planned_run_and_never_fills_one_in(report, tmp
     bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--expect", "vgg3:x"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "PRESET:SEEDS" in bad.stderr
+
+
+def test_records_are_copied_without_checkpoints(report, tmp_path):
+    dest = tmp_path / "results" / "small"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--records", str(dest)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    src = report["dir"]
+    assert not list(dest.rglob("*.pt")) and list(src.rglob("checkpoint.pt"))
+    for run in src.glob("runs/*/seed*"):
+        for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
+            copy = dest / run.relative_to(src) / name
+            assert copy.read_bytes() == (run / name).read_bytes(), copy
+    for name in ("study.json", "report.md", "report.html", "report.json"):
+        assert (dest / name).read_bytes() == (src / name).read_bytes()
+    for link in re.findall(r"\]\((report_files/[^)]+)\)", (dest / "report.md").read_text()):
+        assert (dest / link).is_file(), link  # the Markdown report's figures travel with it
+    bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(src), "--records", str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "study folder itself" in bad.stderr

@@ -583,6 +583,30 @@ def check_readme(readme) -> None:
                                 f"{README_END} where the table belongs")
 
 
+# What a study's records are: everything needed to read and re-run it, no checkpoint.
+RECORD_FILES = ("study.json", "report.md", "report.html", "report.json", "report_files/*.png",
+                "runs/*/seed*/config.yaml", "runs/*/seed*/metrics.csv", "runs/*/seed*/summary.json",
+                "runs/*/seed*/curves.png", "runs/*/seed*/train.log")
+
+
+def copy_records(study_dir, dest) -> list[Path]:
+    """Copy the study's records (RECORD_FILES: settings, configs, metrics, summaries, curves, logs and
+    the report; never checkpoints) into `dest`, replacing older copies; returns the files written."""
+    from .files import atomic_write
+    study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
+    if dest == study_dir:
+        raise ValueError(f"--records {dest} is the study folder itself; name another folder")
+    written = []
+    for pattern in RECORD_FILES:
+        for f in sorted(study_dir.glob(pattern)):
+            target = dest / f.relative_to(study_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = f.read_bytes()
+            atomic_write(target, lambda out: out.write(data))
+            written.append(target)
+    return written
+
+
 def latest_study(root="studies") -> Path:
     found = sorted(Path(root).glob("*/study.json"), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -598,6 +622,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="CIFAR-10 folder or archive, for the best run's confusion matrix")
     p.add_argument("--readme", metavar="FILE", help="also write the results table into FILE, between the lines "
                                                     f"{README_BEGIN} and {README_END}")
+    p.add_argument("--records", metavar="DIR", help="also copy the study's records (no checkpoints) and this "
+                                                    "report into DIR, e.g. results/NAME in a repository")
     p.add_argument("--expect", metavar="PRESET[:SEEDS],...",
                    help="--readme: runs the table lists as not finished until they are (besides study.json's)")
     p.set_defaults(func=cmd_report)
@@ -608,6 +634,8 @@ def cmd_report(args) -> int:
         parse_expect(args.expect)
         if args.readme:
             check_readme(args.readme)  # before the report's work, not after
+        if args.records and args.study_dir and Path(args.records).resolve() == Path(args.study_dir).resolve():
+            raise ValueError(f"--records {args.records} is the study folder itself; name another folder")
     except ValueError as e:
         from .cli import UsageError
         raise UsageError(str(e)) from None
@@ -616,6 +644,13 @@ def cmd_report(args) -> int:
     print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
           f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons")
     print(f"-> {study_dir / 'report.html'}\n-> {study_dir / 'report.md'}")
+    if args.records:
+        try:
+            files = copy_records(study_dir, args.records)
+        except ValueError as e:
+            from .cli import UsageError
+            raise UsageError(str(e)) from None
+        print(f"-> {args.records} ({len(files)} record files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB)")
     if args.readme:
         update_readme(args.readme, readme_table(rep, args.expect))
         print(f"-> {args.readme} (results table)")

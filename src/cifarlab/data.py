@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CifarlabError
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 BIN_DIR = "cifar-10-batches-bin"
@@ -62,7 +64,7 @@ TRAIN_MEAN = (125.307, 122.950, 113.865)
 TRAIN_STD = (62.993, 62.089, 66.705)
 
 
-class DataError(RuntimeError):
+class DataError(CifarlabError, RuntimeError):
     """A data set problem a user can fix; the message says how."""
 
 

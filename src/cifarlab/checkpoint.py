@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .errors import CifarlabError
 
 
 def atomic_write(path: Path, write) -> None:
@@ -76,3 +79,37 @@ def model_from_checkpoint(state: dict) -> torch.nn.Module:
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+class CheckpointError(CifarlabError):
+    """A checkpoint file that cannot be loaded; the message names it."""
+
+
+def read(path: Path) -> dict:
+    """load(), with a missing, empty, truncated or foreign file as one CheckpointError naming it."""
+    path = Path(path)
+    run = shlex.quote(str(path.parent))
+    again = (f"restore it from a copy, or train the run again from its config: `cifarlab train --config "
+             f"{run}/config.yaml --out {run} --force`")
+    try:
+        state = load(path)
+    except CifarlabError:
+        raise
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
+        size = path.stat().st_size if path.is_file() else None
+        what = "it is empty (0 bytes)" if size == 0 else \
+            f"it is truncated or damaged ({_reason(e)})"
+        raise CheckpointError(f"{path}: cannot load the checkpoint, {what}; {again}") from None
+    if not isinstance(state, dict) or not {"config", "model"} <= set(state):
+        raise CheckpointError(f"{path}: not a cifarlab checkpoint (no config and model inside)")
+    return state
+
+
+def _reason(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run on for lines)."""
+    text = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    return text or type(e).__name__

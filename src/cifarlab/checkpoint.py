@@ -86,17 +86,16 @@ class CheckpointError(CifarlabError):
 
 
 def read(path: Path) -> dict:
-    """load(), with a missing, empty, truncated or foreign file as one CheckpointError naming it."""
+    """load(), with an empty, truncated or foreign file as one CheckpointError naming it
+    (a missing one stays FileNotFoundError)."""
     path = Path(path)
     run = shlex.quote(str(path.parent))
     again = (f"restore it from a copy, or train the run again from its config: `cifarlab train --config "
              f"{run}/config.yaml --out {run} --force`")
     try:
         state = load(path)
-    except CifarlabError:
+    except (CifarlabError, FileNotFoundError):
         raise
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files

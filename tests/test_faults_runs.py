@@ -164,7 +164,6 @@ def test_a_damaged_export_is_one_line(finished, tmp_path):
     with pytest.raises(ModelError, match="truncated"):
         cifarlab.load(out)
     # an ONNX file cut short: a minimal real model, then half of it
-    import onnx
     from onnx import TensorProto, helper
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 10])],

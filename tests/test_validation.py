@@ -3,7 +3,6 @@
 The command-line cases run `python -m cifarlab` (started all at once, as most fail
 before loading any data); the wider table of settings runs in this process.
 """
-import os
 import subprocess
 import sys
 
@@ -166,9 +165,9 @@ def cli_results(tmp_path_factory):
     return results
 
 
-WORDS = dict([(o, w) for o, w in BAD_OVERRIDES if o in CLI_OVERRIDES], **{"fast94 dropout": "dropout", "syntax.yaml": "not valid YAML",
-                               "list.yaml": "holds a list",
-                               "latin1.yaml": "not UTF-8", "study lr=nan": "lr"})
+WORDS = {**{o: w for o, w in BAD_OVERRIDES if o in CLI_OVERRIDES}, "fast94 dropout": "dropout",
+         "syntax.yaml": "not valid YAML", "list.yaml": "holds a list", "latin1.yaml": "not UTF-8",
+         "study lr=nan": "lr"}
 
 
 @pytest.mark.parametrize("name", list(WORDS))

@@ -370,10 +370,13 @@ def load_file(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
+NOTES = ("description", "reference")  # words and published figures: no part of what a run trains
+
+
 def differences(a: Config, b: Config) -> list[str]:
-    """The keys whose values differ between two configs, in the order of the fields."""
+    """The settings whose values differ between two configs (notes aside), in the order of the fields."""
     da, db = to_dict(a), to_dict(b)
-    return [k for k in FIELDS if da[k] != db[k]]
+    return [k for k in FIELDS if k not in NOTES and da[k] != db[k]]
 
 
 def parse_overrides(items: list[str]) -> dict:

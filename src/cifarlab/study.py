@@ -178,7 +178,7 @@ def run_job(job: Job) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
         os.environ["CIFARLAB_THREADS"] = str(job.threads)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     try:
         with open(run_dir / "train.log", "a") as logf:
             def log(*a):
@@ -190,6 +190,8 @@ def run_job(job: Job) -> dict:
             s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
                       command=cmd)
         out["test_acc"] = s["test_acc"]
+        if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
+            out["status"] = "skipped"
     except RunBusyError:  # another process (an older study still running?) has it
         out["status"] = "busy"
     except ConfigMismatchError as e:  # changed between the check above and the lock

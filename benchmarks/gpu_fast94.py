@@ -50,13 +50,13 @@ def main(argv=None) -> int:
     size = [] if args.tiny else ["subset=5000", "val_split=1000"]
     warm = apply_overrides(cfg, size + ["epochs=1", "test=false"])
     t = time.perf_counter()
-    train(warm, out / "warmup", data_path=args.data, progress=False, log=quiet)
+    train(warm, out / "warmup", data_path=args.data, progress=False, log=quiet, force=True)  # each call re-times
     print(f"warm-up: {time.perf_counter() - t:.1f} s on {args.device}", flush=True)
 
     rows = []
     for seed in range(args.seeds):
         run = apply_overrides(cfg, [f"seed={seed}"])
-        s = train(run, out / f"seed{seed}", data_path=args.data, progress=False, log=quiet)
+        s = train(run, out / f"seed{seed}", data_path=args.data, progress=False, log=quiet, force=True)
         rows.append({"seed": seed, "test_acc": s["test_acc"], "train_seconds": s["wall_seconds"],
                      "total_seconds": s["total_seconds"], "device": s["device"]})
         print(f"seed {seed}: test {100 * s['test_acc']:.2f}%  train {s['wall_seconds']:.2f} s  "

@@ -46,7 +46,8 @@ def run_rows(ap, args, rows, preset: str, common: list[str], kind: str, table_na
             cfg = apply_overrides(load_preset(preset), over + common)
             cfg.name = f"{preset}-{name}"
             print(f"== {name}: {what}", flush=True)
-            s = train(cfg, run, data_path=args.data, progress=False, command=sys.argv)
+            # a row cut short starts over (force): its times come from one uninterrupted run
+            s = train(cfg, run, data_path=args.data, progress=False, command=sys.argv, force=True)
         results.append((name, what, over, s))
     table = render(results, common)
     out.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,6 @@ STUDY_ARGS = ["--only", "vgg3,dropout,bn_only", "--seeds", "2", "--workers", "2"
 
 
 def _run_states(study):
-    import json as _json
     out = {}
     for d in sorted(study.glob("runs/*/seed*")):
         key = f"{d.parent.name}/{d.name}"

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from cifarlab.forecast import duration, epochs_done, forecast, images_per_epoch, makespan
-from cifarlab.study import STUDY_ORDER, job_config, Job, plan
+from cifarlab.study import job_config, Job, plan
 from conftest import STUDY_ARGS
 
 

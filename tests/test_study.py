@@ -111,10 +111,13 @@ def test_other_settings_on_the_same_folder_are_refused(small_study):
 def test_a_failing_run_is_reported_and_logged(tmp_path, capsys):
     from cifarlab.cli import main
     out = tmp_path / "s"
-    # 20 images make no full batch of 64 with drop_last: train() refuses, the study goes on
-    rc = main(["study", "--out", str(out), "--only", "vgg3", "--backend", "inline", "subset=20", "drop_last=true"])
+    # a checkpoint cut to nothing: the run cannot resume, train() refuses, the study goes on
+    run = out / "runs" / "vgg3" / "seed0"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"")
+    rc = main(["study", "--out", str(out), "--only", "vgg3", "--backend", "inline", "subset=20"])
     log = capsys.readouterr().out
-    assert rc == 1 and "vgg3/seed0: failed" in log and "make no batch" in log
+    assert rc == 1 and "vgg3/seed0: failed" in log and "cannot load the checkpoint" in log
     assert "Traceback" in (out / "runs/vgg3/seed0/train.log").read_text()
     meta = json.loads((out / "study.json").read_text())
     assert meta["invocations"][0]["counts"]["failed"] == 1

@@ -1,6 +1,5 @@
 """Training on real CIFAR-10 subsets: learning, determinism, the run folder, kill-and-resume."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -16,16 +16,18 @@ from __future__ import annotations
 import pickle
 import random
 import re
+import shlex
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import CifarlabError
 from .files import WriteError, atomic_write, atomic_write_text, make_readable  # noqa: F401 (re-exported)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CifarlabError, ValueError):
     """A checkpoint that cannot or must not be loaded; the message names the file."""
 
 
@@ -109,3 +111,22 @@ def model_from_checkpoint(state: dict) -> torch.nn.Module:
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def read(path: Path) -> dict:
+    """load(), with an empty, truncated or foreign file as one CheckpointError naming it
+    (a missing one stays FileNotFoundError)."""
+    path = Path(path)
+    run = shlex.quote(str(path.parent))
+    again = (f"restore it from a copy, or train the run again from its config: `cifarlab train --config "
+             f"{run}/config.yaml --out {run} --force`")
+    try:
+        return load(path)
+    except CheckpointError as e:
+        msg = str(e)
+        if "refused to load" in msg or "not a cifarlab checkpoint" in msg:
+            raise  # hostile or foreign: nothing to restore it from
+        detail = msg.removeprefix(f"{path}: ")
+        size = path.stat().st_size if path.is_file() else None
+        what = "it is empty (0 bytes)" if size == 0 else "it is truncated or damaged"
+        raise CheckpointError(f"{path}: cannot load the checkpoint, {what}: {detail}; {again}") from None

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 import time
 from pathlib import Path
 
+from .errors import CifarlabError
+
 VERBS = ["study", "report", "evaluate", "predict", "export", "tune", "bench"]  # modules that add their own sub-command
 
 
-class UsageError(Exception):
+class UsageError(CifarlabError):
     """A mistake in the command line; printed without a traceback."""
 
 
@@ -30,7 +33,9 @@ def _train_parser(sub) -> None:
     src.add_argument("--preset", help="preset name (see `cifarlab presets`)")
     src.add_argument("--config", help="YAML config file (may say `base: PRESET`)")
     src.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP)")
+    p.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP); one that holds a run is refused")
+    p.add_argument("--force", action="store_true",
+                   help="start the run in --out over, deleting the run already there")
     p.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFARLAB_DATA, then the user cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar inside epochs")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -52,13 +57,17 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.overrides:
             raise UsageError("--resume continues a run with its own config; overrides are not allowed")
+        if args.force:
+            raise UsageError("--resume continues a run and --force starts one over; give one of them")
         if not Path(args.resume).is_dir():
             raise UsageError(f"--resume {args.resume}: no such run folder")
+        args.run_dir = args.resume
         train(None, args.resume, data_path=args.data, resume=True, progress=not args.quiet)
         return 0
     cfg = resolve_config(args.preset, args.config, args.overrides)
     out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(cfg, out, data_path=args.data, progress=not args.quiet)
+    args.run_dir = out
+    train(cfg, out, data_path=args.data, progress=not args.quiet, force=args.force)
     return 0
 
 
@@ -92,23 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
     from .files import WriteError
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # the command as typed, for messages that say how to run it again
+    args.command_line = "cifarlab " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args) or 0
-    except (ConfigError, DataError, UsageError, CheckpointError, WriteError, FileNotFoundError) as e:
+    except (CifarlabError, WriteError, FileNotFoundError) as e:
         print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ncifarlab {args.verb}: interrupted; a run resumes with `cifarlab train --resume RUN_DIR`",
-              file=sys.stderr)
+        run = getattr(args, "run_dir", None)
+        hint = (f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`"
+                if run and (Path(run) / "config.yaml").is_file() else "")
+        print(f"\ncifarlab {args.verb}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

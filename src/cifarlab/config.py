@@ -11,6 +11,8 @@ key or an unsupported choice is an error that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -19,8 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from .errors import CifarlabError
 
-class ConfigError(ValueError):
+
+class ConfigError(CifarlabError, ValueError):
     """A bad config key, value or preset; the message lists what is valid."""
 
 
@@ -141,27 +145,153 @@ def _check_type(key: str, value):
     raise ConfigError(f"{key}={value!r}: expected {names}")
 
 
+TRAIN_IMAGES = 50_000  # CIFAR-10's training set
+CLASS_COUNT = 10
+SIDE = 32  # CIFAR-10 images are 32x32 pixels
+
+# Keys that shape one network family only; set on the other family they would be ignored.
+MODEL_KEYS = {
+    "vgg": ("blocks", "dense", "dropout", "batchnorm", "bn_dropout_order"),
+    "fast94": ("whiten", "whiten_bias_epochs", "bn_freeze_weight"),
+}
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+_DEFAULTS = Config()
+
+
+def _number(key: str, value, low=None, high=None, low_open=False, high_open=False, what=None) -> None:
+    """Refuse a value outside [low, high] (an open end excludes the bound); NaN and infinities too."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if what is None:
+            lo = "" if low is None else f"{'above' if low_open else 'at least'} {low:g}"
+            hi = "" if high is None else f"{'below' if high_open else 'at most'} {high:g}"
+            what = "a finite number" + (f" {lo}" if lo else "") + (" and" if lo and hi else "") + \
+                   (f" {hi}" if hi else "")
+        raise ConfigError(f"{key}={value!r}: must be {what}")
+
+
+def _whole(key: str, value, low: int = 0, high=None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        rng = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise ConfigError(f"{key}={value!r}: must be a whole number {rng}")
+
+
+def _items(key: str, values: list, check) -> None:
+    """Check each element of a list setting; the error names the position."""
+    for i, v in enumerate(values):
+        try:
+            check(f"{key}[{i}]", v)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in {key}={values!r})") from None
+
+
+def train_images(cfg: Config) -> int:
+    """How many images a run trains on: the class-balanced subset (a multiple of 10), less the held-out split."""
+    pool = cfg.subset - cfg.subset % CLASS_COUNT if cfg.subset else TRAIN_IMAGES
+    return pool - cfg.val_split
+
+
 def validate(cfg: Config) -> Config:
+    """Refuse a config that could not train as written, naming the key and what is allowed.
+
+    Runs on every config before anything is created on disk: types of list elements,
+    lengths that must match the network, ranges, data sizes that leave a training batch,
+    the device, and keys that do not apply to the chosen network.
+    """
     for key, options in CHOICES.items():
         if getattr(cfg, key) not in options:
             raise ConfigError(f"{key}={getattr(cfg, key)!r} is not a valid choice; "
                               f"choose one of: {', '.join(options)}")
-    positions = cfg.blocks + 1
-    if isinstance(cfg.dropout, list) and len(cfg.dropout) != positions:
-        raise ConfigError(f"dropout has {len(cfg.dropout)} rates; {cfg.blocks} blocks need {positions} "
-                          f"(one after each pool, one after the dense layer) or a single rate")
-    if len(cfg.widths) < cfg.blocks:
-        raise ConfigError(f"widths {cfg.widths} name fewer filters than blocks={cfg.blocks}")
-    if cfg.schedule == "piecewise" and len(cfg.values) != len(cfg.boundaries) + 1:
-        raise ConfigError("piecewise schedule needs len(values) == len(boundaries) + 1")
+    # the network
+    other = [m for m in MODEL_KEYS if m != cfg.model]
+    for m in other:
+        for key in MODEL_KEYS[m]:
+            if getattr(cfg, key) != getattr(_DEFAULTS, key):
+                own = ", ".join(("widths",) + MODEL_KEYS[cfg.model])
+                raise ConfigError(f"{key}={getattr(cfg, key)!r} applies to model={m} only; model={cfg.model} "
+                                  f"takes {own} for its network (remove {key}, or set model={m})")
+    _items("widths", cfg.widths, lambda k, v: _whole(k, v, 1))
+    if cfg.model == "vgg":
+        _whole("blocks", cfg.blocks, 1, 5)  # five poolings take 32x32 down to 1x1
+        if len(cfg.widths) < cfg.blocks:
+            raise ConfigError(f"widths={cfg.widths} names fewer filters than blocks={cfg.blocks}; "
+                              f"give one width per block")
+        _whole("dense", cfg.dense, 1)
+        positions = cfg.blocks + 1
+        if isinstance(cfg.dropout, list):
+            if len(cfg.dropout) != positions:
+                raise ConfigError(f"dropout has {len(cfg.dropout)} rates; {cfg.blocks} blocks need {positions} "
+                                  f"(one after each pool, one after the dense layer) or a single rate")
+            _items("dropout", cfg.dropout, lambda k, v: _number(k, v, 0, 1, high_open=True))
+        else:
+            _number("dropout", cfg.dropout, 0, 1, high_open=True)
+    else:
+        if len(cfg.widths) != 3:
+            raise ConfigError(f"widths={cfg.widths}: model=fast94 has three conv groups, give three widths")
+        _whole("whiten_bias_epochs", cfg.whiten_bias_epochs, 0)
+    # the data
+    _number("shift", cfg.shift, 0, 1, high_open=True)
+    _whole("crop_pad", cfg.crop_pad, 0, SIDE // 2)
+    _whole("subset", cfg.subset, 0, TRAIN_IMAGES)
+    if 0 < cfg.subset < CLASS_COUNT:
+        raise ConfigError(f"subset={cfg.subset}: a class-balanced subset needs at least {CLASS_COUNT} images "
+                          f"(0: all {TRAIN_IMAGES:,})")
+    _whole("val_split", cfg.val_split, 0)
+    if cfg.val_split % CLASS_COUNT:
+        raise ConfigError(f"val_split={cfg.val_split}: must be a multiple of {CLASS_COUNT} (one share per class)")
+    _whole("epochs", cfg.epochs, 1)
+    _whole("batch_size", cfg.batch_size, 1)
+    n = train_images(cfg)
+    pool = f"subset={cfg.subset}" if cfg.subset else f"the {TRAIN_IMAGES:,} training images"
+    if n < 1:
+        raise ConfigError(f"val_split={cfg.val_split} holds out all of {pool}, leaving nothing to train on; "
+                          f"use a smaller val_split or a larger subset")
+    if cfg.drop_last and n < cfg.batch_size:
+        raise ConfigError(f"{n} training images ({pool}, val_split={cfg.val_split}) make no full batch of "
+                          f"batch_size={cfg.batch_size} with drop_last=true; train on more images, use a "
+                          f"smaller batch_size or drop_last=false")
     if not cfg.test and not cfg.val_split:
         raise ConfigError("test=false needs val_split > 0: without a held-out split the test set validates")
+    # the optimiser
+    _number("lr", cfg.lr, 0, low_open=True)
+    _number("momentum", cfg.momentum, 0, 1, high_open=True)
+    if not (isinstance(cfg.betas, list) and len(cfg.betas) == 2):
+        raise ConfigError(f"betas={cfg.betas!r}: must be two numbers, e.g. [0.9, 0.999]")
+    _items("betas", cfg.betas, lambda k, v: _number(k, v, 0, 1, high_open=True))
+    _number("eps", cfg.eps, 0, low_open=True)
+    _number("l2", cfg.l2, 0)
+    _number("weight_decay", cfg.weight_decay, 0)
+    _number("label_smoothing", cfg.label_smoothing, 0, 1, high_open=True)
+    _number("bias_lr_scale", cfg.bias_lr_scale, 0, low_open=True)
+    _whole("lookahead_every", cfg.lookahead_every, 0)
+    _number("lookahead_decay", cfg.lookahead_decay, 0, 1)
+    # the schedule
+    if cfg.schedule == "piecewise" and len(cfg.values) != len(cfg.boundaries) + 1:
+        raise ConfigError(f"the piecewise schedule needs one more value than boundaries; "
+                          f"got {len(cfg.values)} values and {len(cfg.boundaries)} boundaries")
+    _items("boundaries", cfg.boundaries, lambda k, v: _number(k, v, 0))
+    if any(b >= a for a, b in zip(cfg.boundaries[1:], cfg.boundaries)):
+        raise ConfigError(f"boundaries={cfg.boundaries}: must increase")
+    _items("values", cfg.values, lambda k, v: _number(k, v, 0))
+    _number("warmup_epochs", cfg.warmup_epochs, 0)
+    _number("decay_epochs", cfg.decay_epochs, 0)
+    _number("restart_mult", cfg.restart_mult, 0, low_open=True)
+    _number("min_lr_factor", cfg.min_lr_factor, 0, 1)
+    _number("onecycle_pct", cfg.onecycle_pct, 0, 1, low_open=True, high_open=True)
+    # the run
+    _whole("seed", cfg.seed, 0)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
+        raise ConfigError(f"device={cfg.device!r} is not a device cifarlab trains on; use {DEVICE_FORMS}")
+    _whole("threads", cfg.threads, 0)
+    _whole("eval_batch_size", cfg.eval_batch_size, 1)
     if cfg.tta not in (0, 1, 2):
         raise ConfigError(f"tta={cfg.tta} is not a valid choice; choose one of: 0, 1, 2")
-    if cfg.bias_lr_scale <= 0 or cfg.lookahead_every < 0:
-        raise ConfigError("bias_lr_scale must be > 0 and lookahead_every >= 0")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError("epochs and batch_size must be at least 1")
+    _whole("checkpoint_every", cfg.checkpoint_every, 1)
     return cfg
 
 
@@ -203,15 +333,50 @@ def load_preset(name: str) -> Config:
     return from_dict(d, base)
 
 
-def load_file(path: str | Path) -> Config:
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file of `key: value` lines as a dict; a file that is not one is a ConfigError naming it."""
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a config file is YAML text") from None
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a config file holds `key: value` lines, but this one holds a "
+                          f"{type(d).__name__}; see `cifarlab presets` and src/cifarlab/presets/*.yaml")
+    if "base" in d and not isinstance(d["base"], str):
+        raise ConfigError(f"{path}: base={d['base']!r} must be a preset name")
+    return d
+
+
+def load_file(path: str | Path) -> Config:
+    path = Path(path)
+    d = read_yaml(path)
     base = load_preset(d.pop("base")) if "base" in d else None
     d.setdefault("name", path.stem)
-    return from_dict(d, base)
+    try:
+        return from_dict(d, base)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+NOTES = ("description", "reference")  # words and published figures: no part of what a run trains
+
+
+def differences(a: Config, b: Config) -> list[str]:
+    """The settings whose values differ between two configs (notes aside), in the order of the fields."""
+    da, db = to_dict(a), to_dict(b)
+    return [k for k in FIELDS if k not in NOTES and da[k] != db[k]]
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -21,7 +21,6 @@ import pickle
 import shutil
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CifarlabError
 from .files import atomic_write, sweep, temp_dir, temp_file
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -65,7 +65,7 @@ TRAIN_MEAN = (125.307, 122.950, 113.865)
 TRAIN_STD = (62.993, 62.089, 66.705)
 
 
-class DataError(RuntimeError):
+class DataError(CifarlabError, RuntimeError):
     """A data set problem a user can fix; the message says how."""
 
 

@@ -143,6 +143,11 @@ class Context:
             dist.barrier()
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a process training alone (known before setup())."""
+    return int(os.environ.get("WORLD_SIZE", 1)) <= 1 or int(os.environ.get("RANK", 0)) == 0
+
+
 def setup(device_name: str = "auto") -> Context:
     """The context of this process; joins the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", 1))

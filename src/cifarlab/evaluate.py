@@ -14,10 +14,10 @@ on a GPU reported it under autocast).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,17 +54,23 @@ def evaluate_model(model, tta: bool = False, data=None) -> dict:
 
 def evaluate_run(run_dir, tta: bool = False, data=None, device: str = "auto") -> tuple[dict, list[Path]]:
     """Evaluate a run folder's checkpoint and write the results into the folder."""
-    from .checkpoint import atomic_write_text
     from .predict import load_checkpoint
     run_dir = Path(run_dir)
     model = load_checkpoint(run_dir / "checkpoint.pt", device)
     result = evaluate_model(model, tta=tta, data=data)
+    return result, write_evaluation(run_dir, result, model.config.get("name"), tta)
+
+
+def write_evaluation(run_dir, result: dict, name, tta: bool = False) -> list[Path]:
+    """evaluation[_tta].json and confusion[_tta].png in the run folder."""
+    from .checkpoint import atomic_write_text
+    run_dir = Path(run_dir)
     suffix = "_tta" if tta else ""
     files = [run_dir / f"evaluation{suffix}.json", run_dir / f"confusion{suffix}.png"]
     atomic_write_text(files[0], json.dumps(result, indent=2))
-    title = f"{model.config.get('name')}: test accuracy {result['test_acc']:.4f}" + (" (flip TTA)" if tta else "")
+    title = f"{name}: test accuracy {result['test_acc']:.4f}" + (" (flip TTA)" if tta else "")
     plots.confusion(result["confusion"], CLASSES, files[1], title)
-    return result, files
+    return files
 
 
 def add_parser(sub) -> None:
@@ -86,11 +92,9 @@ def cmd_evaluate(args) -> int:
     if not (run / "checkpoint.pt").is_file():
         raise UsageError(f"{run}: not a run folder with a checkpoint.pt (evaluate an exported model "
                          f"from Python: cifarlab.load(PATH).evaluate())")
-    from .predict import ModelError
-    try:
-        r, files = evaluate_run(run, tta=args.tta, data=args.data, device=args.device)
-    except ModelError as e:
-        raise UsageError(str(e)) from None
+    from .predict import load_checkpoint
+    model = load_checkpoint(run / "checkpoint.pt", args.device)
+    r = evaluate_model(model, tta=args.tta, data=args.data)
     print(f"{run}: checkpoint of epoch {r['epoch']}, {r['images']:,} test images, {r['device']}"
           + (", flip TTA" if args.tta else ""))
     print(f"{'class':<12} {'accuracy':>8}")
@@ -101,5 +105,11 @@ def cmd_evaluate(args) -> int:
     if summary.is_file() and not args.tta:
         line += f"  (summary.json: {json.loads(summary.read_text())['test_acc']:.4f})"
     print(line)
+    try:
+        files = write_evaluation(run, r, model.config.get("name"), args.tta)
+    except OSError as e:  # a read-only run folder: the results above are all there is
+        print(f"cifarlab evaluate: warning: could not write the results into {run} "
+              f"({e.strerror or e}); they are printed above only", file=sys.stderr)
+        return 0
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -29,6 +29,7 @@ import torch
 from . import __version__
 from .files import atomic_write, atomic_write_text, sweep, temp_file
 from .data import CLASSES
+from .errors import CifarlabError
 from .predict import EXPORT_CONFIG, load_checkpoint, load_export
 
 FORMATS = ("onnx", "safetensors")
@@ -39,7 +40,7 @@ ATOL, RTOL = 1e-4, 1e-4
 OPSET = 20
 
 
-class ExportError(RuntimeError):
+class ExportError(CifarlabError, RuntimeError):
     """An export that failed or did not match PyTorch; its model file is not kept."""
 
 
@@ -142,10 +143,17 @@ def export_run(run_dir, fmt: str, out=None, data=None) -> dict:
         raise ExportError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
     out_dir = Path(out) if out else Path("exports") / run_dir.resolve().name
+    blocked = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ExportError(f"--out {out_dir}: {blocked} is a file, not a folder; give a folder to export into "
+                          f"(it is created if missing)")
     model = load_checkpoint(run_dir / "checkpoint.pt", "cpu")
     meta = describe(model, run_dir)
     x, xin, ref = _reference(model, data, CHECK_IMAGES)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create the export folder {out_dir}: {e.strerror or e}") from None
     atomic_write_text(out_dir / EXPORT_CONFIG, json.dumps(meta, indent=2))
     if fmt == "onnx":
         path, _ = export_onnx(model, out_dir, meta, xin, ref)

@@ -15,7 +15,6 @@ the hidden dense layer, glorot_uniform for the output, zero biases, and BN momen
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn

@@ -25,16 +25,17 @@ import numpy as np
 import torch
 
 from .data import CLASSES
+from .errors import CifarlabError
 
 SIZE = 32  # CIFAR-10 images are 32x32 pixels
 EXPORT_CONFIG = "model.json"  # the exported model's description, beside its weights
 
 
-class ImageError(ValueError):
+class ImageError(CifarlabError, ValueError):
     """An input that is missing or not a readable image; the message names it."""
 
 
-class ModelError(ValueError):
+class ModelError(CifarlabError, ValueError):
     """A path that holds no model cifarlab can load; the message says what was expected."""
 
 
@@ -244,8 +245,13 @@ def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Mo
 
 def load_checkpoint(path, device: str = "auto") -> Model:
     from . import checkpoint
-    state = checkpoint.load(path)  # map_location="cpu": GPU-written tensors land on the CPU
-    net, dev = _place(checkpoint.model_from_checkpoint(state), state["config"], device)
+    state = checkpoint.read(path)  # map_location="cpu": GPU-written tensors land on the CPU
+    try:
+        net = checkpoint.model_from_checkpoint(state)
+    except RuntimeError as e:  # weights that do not fit the network its config describes
+        raise ModelError(f"{path}: its weights do not fit the network of its config "
+                         f"({str(e).splitlines()[0]})") from None
+    net, dev = _place(net, state["config"], device)
     norm = state.get("norm") or _summary_norm(Path(path).parent) or _scale_norm(state["config"], path)
     info = {"run": str(Path(path).parent), "epoch": state.get("epoch"), "epochs": state["config"].get("epochs")}
     return Model(state["config"], norm, net=net, device=dev, source=path, info=info)
@@ -269,26 +275,68 @@ def load_export(path, device: str = "auto") -> Model:
     if not meta_path.is_file():
         raise ModelError(f"{path}: {EXPORT_CONFIG} (the model's config and normalisation) is missing "
                          f"beside it; export again with `cifarlab export`")
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(meta_path)
     info = {k: meta.get(k) for k in ("run", "epoch", "test_acc")}
+    again = "export the run again with `cifarlab export`"
     if path.suffix == ".onnx":
         try:
             import onnxruntime as ort
         except ImportError:
             raise ModelError("running an ONNX model needs onnxruntime: pip install 'cifarlab[export]'") from None
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own InvalidProtobuf, Fail, ...
+            raise ModelError(f"{path}: not a readable ONNX model, truncated or damaged "
+                             f"({_first_line(e)}); {again}") from None
         return Model(meta["config"], meta["norm"], session=session, device="cpu", source=path, info=info)
     try:
         from safetensors.torch import load_file
     except ImportError:
         raise ModelError("reading safetensors needs the safetensors package: pip install 'cifarlab[export]'") \
             from None
-    from .config import from_dict
     from .models import build_model
-    net = build_model(from_dict(meta["config"]))
-    net.load_state_dict(load_file(str(path), device="cpu"))
+    net = build_model(_meta_config(meta, meta_path))
+    try:
+        net.load_state_dict(load_file(str(path), device="cpu"))
+    except Exception as e:  # safetensors' SafetensorError for a damaged file, RuntimeError for other weights
+        raise ModelError(f"{path}: cannot load these weights into the network {meta_path.name} describes, "
+                         f"the file is truncated, damaged or from another model ({_first_line(e)}); "
+                         f"{again}") from None
     net, dev = _place(net, meta["config"], device)
     return Model(meta["config"], meta["norm"], net=net, device=dev, source=path, info=info)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _read_meta(path: Path) -> dict:
+    """An export's model.json, checked for what loading it needs."""
+    again = "export the run again with `cifarlab export`"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({_first_line(e)}); {again}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: holds a {type(meta).__name__}, not the model's description; {again}")
+    missing = [k for k in ("config", "norm") if not isinstance(meta.get(k), dict)]
+    if missing:
+        raise ModelError(f"{path}: no {' or '.join(missing)} in it; {again}")
+    norm = meta["norm"]
+    if not all(isinstance(norm.get(k), list) and len(norm[k]) == 3 for k in ("mean", "std")):
+        raise ModelError(f"{path}: norm must give three numbers each for mean and std; {again}")
+    _meta_config(meta, path)
+    return meta
+
+
+def _meta_config(meta: dict, path: Path):
+    from .config import ConfigError, from_dict
+    try:
+        return from_dict(meta["config"])
+    except ConfigError as e:
+        raise ModelError(f"{path}: its config is not one cifarlab reads ({e})") from None
 
 
 # --- the `predict` verb -----------------------------------------------------------------

@@ -240,11 +240,10 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
     best = max((r for n in names for r in runs[n]), key=lambda r: r["summary"]["test_acc"])
-    from .checkpoint import CheckpointError
-    from .data import DataError
+    from .errors import CifarlabError
     try:
         b = best_run_analysis(best, data_path)
-    except (FileNotFoundError, DataError, CheckpointError) as e:  # no usable checkpoint or test set: the rest stands
+    except (FileNotFoundError, CifarlabError) as e:  # no checkpoint, a damaged one, no test set: the rest stands
         out["best_error"] = f"{best['dir']}: {e}"
         return out
     b["name"] = f"{best['dir'].parent.name}/{best['dir'].name}"

@@ -21,20 +21,24 @@ function `(jobs, workers, on_result) -> results` registered in BACKENDS.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 import multiprocessing as mp
 
 from . import checkpoint
+from .errors import CifarlabError
 
 # The study's experiment table, in its order; presets outside it follow, by name.
 STUDY_ORDER = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
@@ -53,7 +57,7 @@ QUICK_SEEDS = 2
 SETTINGS = ("overrides", "epochs_scale", "quick")
 
 
-class StudyError(ValueError):
+class StudyError(CifarlabError, ValueError):
     """A bad study command or a study folder made with other settings."""
 
 
@@ -114,13 +118,13 @@ def job_config(job: Job):
     not comparable to the references.
     """
     from .cli import resolve_config
-    from .config import load_preset
+    from .config import load_preset, validate
     if "seed" in {o.partition("=")[0].strip() for o in job.overrides}:
         raise StudyError("seed= is set per run by the study; use --seeds N")
     scale = scale_overrides(load_preset(job.preset), job.epochs_scale)
     cfg = resolve_config(job.preset, None, scale + list(job.overrides))
     cfg.seed = job.seed
-    return cfg
+    return validate(cfg)
 
 
 def run_status(run_dir) -> str:
@@ -133,55 +137,75 @@ def run_status(run_dir) -> str:
     return "new"
 
 
+def config_mismatch(job: Job) -> str | None:
+    """How a run folder's config.yaml differs from the job's config, or None when it agrees (or is absent)."""
+    from .config import ConfigError, differences, from_dict, read_yaml, to_dict
+    from .runfolder import describe
+    path = Path(job.run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    want = job_config(job)
+    try:
+        have = from_dict(read_yaml(path))
+    except ConfigError as e:
+        return f"its config.yaml cannot be read ({e})"
+    diff = differences(have, want)
+    if not diff:
+        return None
+    return (f"{job.label} was trained with other settings than this study's: "
+            f"{describe(diff, to_dict(have), to_dict(want), 'its config.yaml', 'this study')}; "
+            f"it is left as it is (move it away to train it again)")
+
+
 def run_job(job: Job) -> dict:
     """Run one job to the end in this process; never recompute a finished run.
 
-    Returns {"job", "status": skipped|trained|resumed|busy|failed, "seconds",
-    "test_acc", "error"}. The run's own output goes to run_dir/train.log.
+    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed, "seconds",
+    "test_acc", "error"}. A run folder whose config.yaml differs from the job's config
+    is not touched (mismatch). The run's own output goes to run_dir/train.log.
     """
+    from .runfolder import ConfigMismatchError, RunBusyError
     from .train import train
     run_dir = Path(job.run_dir)
     out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
+    mismatch = config_mismatch(job)
+    if mismatch:
+        out["status"], out["error"] = "mismatch", mismatch
+        return out
     if run_status(run_dir) == "finished":
         out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another process (an older study still running?) has it
-        lock.close()
-        out["status"] = "busy"
-        return out
-    if run_status(run_dir) == "finished":  # finished while we waited for the lock
-        lock.close()
-        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
-        return out
     if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
         os.environ["CIFARLAB_THREADS"] = str(job.threads)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     try:
         with open(run_dir / "train.log", "a") as logf:
             def log(*a):
                 print(*a, file=logf, flush=True)
             cmd = list(job.command) or None
-            if run_status(run_dir) == "partial":
-                out["status"] = "resumed"
-                s = train(None, run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
-                          command=cmd)
-            else:
-                out["status"] = "trained"
-                s = train(job_config(job), run_dir, data_path=job.data_path, log=log, progress=False,
-                          command=cmd)
+            out["status"] = "resumed" if run_status(run_dir) == "partial" else "trained"
+            # resume=True: a checkpoint (or a config.yaml from a start cut short) continues,
+            # after train() has checked, under the run's lock, that it is this job's run
+            s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
+                      command=cmd)
         out["test_acc"] = s["test_acc"]
+        if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
+            out["status"] = "skipped"
+    except RunBusyError:  # another process (an older study still running?) has it
+        out["status"] = "busy"
+    except ConfigMismatchError as e:  # changed between the check above and the lock
+        out["status"], out["error"] = "mismatch", str(e)
+    except KeyboardInterrupt:
+        with open(run_dir / "train.log", "a") as logf:
+            print("interrupted; the run resumes from its last checkpoint", file=logf)
+        raise
     except Exception as e:  # one failed run must not stop the others; the study reports it
         out["status"], out["error"] = "failed", f"{type(e).__name__}: {e}"
         with open(run_dir / "train.log", "a") as logf:
             traceback.print_exc(file=logf)
     finally:
         out["seconds"] = time.perf_counter() - t0
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
     return out
 
 
@@ -204,23 +228,103 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the backend stopped every run (each resumable) and took no further job."""
+
+    def __init__(self, results: list[dict]):
+        super().__init__()
+        self.results = results  # the jobs that ended, interrupted ones included
+
+
+# In a worker process: Ctrl-C (SIGINT to the terminal's process group) interrupts the
+# job in progress once and makes the worker refuse any job it is handed afterwards.
+_stopping = False
+_running = False
+
+
+def _worker_init(parent: int) -> None:
+    _watch_parent(parent)
+    signal.signal(signal.SIGINT, _worker_sigint)
+
+
+def _worker_sigint(signum, frame) -> None:
+    global _stopping
+    first = not _stopping
+    _stopping = True
+    if first and _running:
+        raise KeyboardInterrupt
+
+
+def _interrupted(job: Job) -> dict:
+    return {"job": dataclasses.asdict(job), "status": "interrupted", "seconds": 0.0, "test_acc": None,
+            "error": None}
+
+
+def _run_in_worker(job: Job) -> dict:
+    global _running
+    if _stopping:
+        return _interrupted(job)
+    _running = True
+    try:
+        return run_job(job)
+    except KeyboardInterrupt:
+        return _interrupted(job)
+    finally:
+        _running = False
+
+
+def _stop_workers(pool: ProcessPoolExecutor, futures: dict, grace: float = 60.0) -> None:
+    """Cancel the queued jobs, interrupt the running ones and wait for them to stop (killed after `grace` s)."""
+    for f in futures:
+        f.cancel()
+    procs = list(getattr(pool, "_processes", {}).values())
+    try:
+        for proc in procs:  # a worker the terminal's Ctrl-C missed (a signal to this process alone)
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        wait([f for f in futures if not f.cancelled()], timeout=grace)
+    except KeyboardInterrupt:  # Ctrl-C again: no more waiting
+        pass
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()  # its run resumes from its last checkpoint
+
+
 def run_local(jobs: list[Job], workers: int = 1, on_result=None) -> list[dict]:
-    """Run jobs in `workers` spawned processes (each imports torch once, then takes jobs)."""
+    """Run jobs in `workers` spawned processes (each imports torch once, then takes jobs).
+
+    Ctrl-C stops them all: the runs in progress end where they are (each resumes from its
+    last checkpoint), no queued job starts, and StudyInterrupted is raised."""
     on_result = on_result or (lambda r: None)
     results = []
     ctx = mp.get_context("spawn")  # no forked torch state; same behaviour on every OS
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(run_job, j): j for j in jobs}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(os.getpid(),))
+    futures, taken = {}, set()
+    try:
+        futures = {pool.submit(_run_in_worker, j): j for j in jobs}
         for f in as_completed(futures):
-            try:
-                r = f.result()
-            except Exception as e:  # the worker process itself died
-                r = {"job": dataclasses.asdict(futures[f]), "status": "failed", "seconds": 0.0,
-                     "test_acc": None, "error": f"worker died: {type(e).__name__}: {e}"}
-            results.append(r)
-            on_result(r)
+            taken.add(f)
+            results.append(_result(f, futures[f]))
+            on_result(results[-1])
+    except KeyboardInterrupt:
+        _stop_workers(pool, futures)
+        results += [_result(f, futures[f]) for f in futures
+                    if f not in taken and f.done() and not f.cancelled()]
+        raise StudyInterrupted(results) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+def _result(f, job: Job) -> dict:
+    try:
+        return f.result()
+    except BaseException as e:  # the worker process itself died (or was interrupted between jobs)
+        if isinstance(e, KeyboardInterrupt):
+            return _interrupted(job)
+        return {"job": dataclasses.asdict(job), "status": "failed", "seconds": 0.0,
+                "test_acc": None, "error": f"worker died: {type(e).__name__}: {e}"}
 
 
 def run_inline(jobs: list[Job], workers: int = 1, on_result=None) -> list[dict]:
@@ -260,30 +364,63 @@ def plan(presets: list[str], seeds: int, overrides: list[str], study_dir, epochs
     return jobs
 
 
+STUDY_LOCK = ".study.lock"  # held while study.json is read, checked and rewritten
+
+
+@contextlib.contextmanager
+def _study_lock(study_dir):
+    """An exclusive flock on STUDY_DIR/.study.lock: one invocation at a time reads and rewrites study.json."""
+    Path(study_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(study_dir) / STUDY_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def open_study(study_dir, settings: dict, options: dict) -> dict:
-    """Create or reopen study.json; refuse a folder made with other settings."""
+    """Create or reopen study.json and record this invocation; refuse a folder made with other settings.
+
+    The check and the write happen under the study's lock, so of two invocations with
+    other settings started at once, the second is refused."""
     path = Path(study_dir) / "study.json"
-    if path.is_file():
-        meta = json.loads(path.read_text())
-        old = {k: meta["settings"].get(k) for k in SETTINGS}
-        if old != {k: settings[k] for k in SETTINGS}:
-            raise StudyError(f"{study_dir} was made with {old}, not {settings}; "
-                             f"pass another --out or the same settings")
-    else:
-        meta = {"settings": settings, "invocations": []}
-    meta["invocations"].append({"command": sys.argv, "options": options,
-                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None})
-    checkpoint.atomic_write_text(path, json.dumps(meta, indent=2))
+    with _study_lock(study_dir):
+        if path.is_file():
+            meta = json.loads(path.read_text())
+            old = {k: meta["settings"].get(k) for k in SETTINGS}
+            if old != {k: settings[k] for k in SETTINGS}:
+                raise StudyError(f"{study_dir} was made with {old}, not {settings}; "
+                                 f"pass another --out or the same settings")
+        else:
+            meta = {"settings": settings, "invocations": []}
+        meta["invocations"].append({"id": uuid.uuid4().hex[:12], "command": sys.argv, "options": options,
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None})
+        checkpoint.atomic_write_text(path, json.dumps(meta, indent=2))
     return meta
 
 
-def close_study(study_dir, meta: dict, results: list[dict], wall: float) -> None:
-    inv = meta["invocations"][-1]
-    inv["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    inv["wall_seconds"] = round(wall, 1)
-    inv["counts"] = {s: sum(r["status"] == s for r in results)
-                     for s in ("trained", "resumed", "skipped", "busy", "failed")}
-    checkpoint.atomic_write_text(Path(study_dir) / "study.json", json.dumps(meta, indent=2))
+STATUSES = ("trained", "resumed", "skipped", "busy", "mismatch", "failed", "interrupted")
+
+
+def close_study(study_dir, meta: dict, results: list[dict], wall: float, interrupted: bool = False) -> None:
+    """Record this invocation's end in study.json, re-read under the lock: other invocations' records stay."""
+    mine = meta["invocations"][-1]
+    mine["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    mine["wall_seconds"] = round(wall, 1)
+    mine["counts"] = {s: sum(r["status"] == s for r in results) for s in STATUSES}
+    if interrupted:
+        mine["interrupted"] = True
+    path = Path(study_dir) / "study.json"
+    with _study_lock(study_dir):
+        current = json.loads(path.read_text()) if path.is_file() else meta
+        for i, inv in enumerate(current["invocations"]):
+            if inv.get("id") == mine["id"]:
+                current["invocations"][i] = mine
+                break
+        else:
+            current["invocations"].append(mine)
+        checkpoint.atomic_write_text(path, json.dumps(current, indent=2))
 
 
 def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
@@ -314,10 +451,15 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
             f"({r['seconds']:.0f}s, study {time.perf_counter() - t0:.0f}s)")
 
     results = [run_job(j) for j in jobs if run_status(j.run_dir) == "finished"]
-    results += BACKENDS[backend](todo, workers, report, **(backend_options or {})) if todo else []
+    try:
+        results += BACKENDS[backend](todo, workers, report, **(backend_options or {})) if todo else []
+    except KeyboardInterrupt as e:
+        results += getattr(e, "results", [])
+        close_study(study_dir, meta, results, time.perf_counter() - t0, interrupted=True)
+        raise
     wall = time.perf_counter() - t0
     close_study(study_dir, meta, results, wall)
-    failed = [r for r in results if r["status"] in ("failed", "busy")]
+    failed = [r for r in results if r["status"] in ("failed", "busy", "mismatch")]
     log(f"study done in {wall:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
                                                    meta["invocations"][-1]["counts"].items() if v))
     for r in failed:
@@ -390,6 +532,8 @@ def cmd_study(args) -> int:
         from .cli import UsageError
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
-        print(f"\ncifarlab study: interrupted; run the same command again to resume ({out})", file=sys.stderr)
+        again = getattr(args, "command_line", None) or f"cifarlab study --out {out} ..."
+        print(f"\ncifarlab study: interrupted; every run stopped part-way resumes from its last checkpoint. "
+              f"Continue with the same command: {again}", file=sys.stderr)
         return 130
-    return 1 if any(r["status"] in ("failed", "busy") for r in results) else 0
+    return 1 if any(r["status"] in ("failed", "busy", "mismatch") for r in results) else 0

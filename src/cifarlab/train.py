@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -29,10 +30,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint, distributed
+from . import __version__, checkpoint, distributed, runfolder
 from .augment import alternating_flip_mask, augment_batch, crop, normalize
-from .config import Config, from_dict, to_dict
+from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
+from .errors import CifarlabError
 from .files import WriteError, sweep
 from .models import build_model, count_parameters
 from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
@@ -42,12 +44,22 @@ COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epo
            "images_per_second", "wall_seconds"]
 
 
+class DeviceError(CifarlabError, RuntimeError):
+    """A device this machine does not have."""
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} asked for CUDA, but torch sees no GPU; use device=cpu")
+        raise DeviceError(f"device={name} asked for CUDA, but torch sees no GPU; use device=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"device={name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -286,34 +298,107 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None, on_epoch=None) -> dict:
+          progress: bool = True, command: list[str] | None = None, on_epoch=None, force: bool = False) -> dict:
     """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
+
+    A folder that already holds a run (config.yaml, checkpoint.pt or summary.json) is
+    refused unless `resume` (continue it; a config given must be the run's own) or
+    `force` (delete it and start over). The folder's lock (RUN_DIR/.lock, an flock) is
+    held throughout, so a second process training the same folder is refused. A run
+    that fails before its first file is written leaves no folder behind.
 
     on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
     (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
     """
     run_dir = Path(run_dir)
+    if cfg is None and not resume:
+        raise ValueError("train() needs a config unless it resumes a run folder")
+    if resume and force:
+        raise ValueError("train(): resume continues a run, force starts it over; not both")
+    if not distributed.is_main_process():  # rank 0 alone writes (and locks) the folder
+        return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
+    if not resume and not force:
+        runfolder.refuse_existing(run_dir)  # before anything is created
+    made = runfolder.missing_folders(run_dir)
+    lock = runfolder.acquire(run_dir)
+    try:
+        if not resume and not force:
+            runfolder.refuse_existing(run_dir)  # again, under the lock: another process may have started it
+        return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
+    except BaseException:
+        runfolder.discard(run_dir, made, lock)
+        raise
+    finally:
+        runfolder.release(lock)
+
+
+def _config_file(run_dir: Path) -> Config | None:
+    """The run's config.yaml, if it has one."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    from .config import read_yaml
+    try:
+        return from_dict(read_yaml(path))
+    except ConfigError as e:
+        msg = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+        raise ConfigError(msg) from None
+
+
+def _same_config(given: Config, saved: Config, given_name: str, saved_name: str, what: str, fix: str) -> None:
+    diff = differences(given, saved)
+    if diff:
+        raise runfolder.ConfigMismatchError(
+            f"{what}: {runfolder.describe(diff, to_dict(given), to_dict(saved), given_name, saved_name)}. {fix}")
+
+
+def _resume_state(cfg: Config | None, run_dir: Path):
+    """(config, checkpoint state or None, summary if finished) of a run folder to resume.
+
+    config.yaml must agree with the checkpoint (an edit would be trained over without
+    effect), and a config given must agree with the run's."""
+    on_disk = _config_file(run_dir)
+    q = shlex.quote(str(run_dir))
+    edited = (f"Restore config.yaml to the checkpoint's values to resume the run, or start a new run from the "
+              f"edited file: `cifarlab train --config {q}/config.yaml --out NEW_FOLDER`")
+    given = "Give the run's own settings, or train into another folder (or start this one over with --force)"
+    other = f"{run_dir} holds a run with other settings"
+    if (run_dir / "summary.json").is_file():
+        if cfg is not None and on_disk is not None:
+            _same_config(cfg, on_disk, "the config given", "its config.yaml", other, given)
+        return cfg or on_disk, None, json.loads((run_dir / "summary.json").read_text())
+    state = None
+    if (run_dir / "checkpoint.pt").is_file():
+        state = checkpoint.read(run_dir / "checkpoint.pt")
+        saved = from_dict(state["config"])
+        if on_disk is not None:
+            _same_config(on_disk, saved, "config.yaml", "the checkpoint",
+                         f"{run_dir}/config.yaml was changed after the run started", edited)
+        if cfg is not None:
+            _same_config(cfg, saved, "the config given", "its checkpoint", other, given)
+        cfg = saved
+    elif on_disk is not None:
+        if cfg is not None:
+            _same_config(cfg, on_disk, "the config given", "its config.yaml", other, given)
+        cfg = cfg or on_disk
+    elif cfg is None:
+        raise runfolder.RunFolderError(f"{run_dir} holds no run to resume (no checkpoint.pt, no config.yaml); "
+                                       f"start one with `cifarlab train --out {q}`")
+    return cfg, state, None
+
+
+def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bool, log, progress: bool,
+           command, on_epoch) -> dict:
     ckpt_path = run_dir / "checkpoint.pt"
     state = None
     if resume:
-        if (run_dir / "summary.json").is_file():
+        cfg, state, finished = _resume_state(cfg, run_dir)
+        if finished is not None:
             log(f"{run_dir} already finished; nothing to resume")
-            return json.loads((run_dir / "summary.json").read_text())
-        if ckpt_path.is_file():
-            state = checkpoint.load(ckpt_path)
-            cfg = from_dict(state["config"])
-        elif cfg is None:
-            cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    if cfg is None:
-        raise ValueError("train() needs a config unless it resumes a run folder")
+            return finished
     ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
     if not ddp.is_main:  # rank 0 alone speaks and writes
         log, progress = (lambda *a, **k: None), False
-    if ddp.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # temporaries of writes cut short (kill -9 in a checkpoint write) whose writer is gone
-        sweep(run_dir, ".*.tmp", "*.tmp.png")
-        checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     setup_threads(cfg)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
@@ -330,11 +415,18 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     n = len(data.y_train)
     steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps < 1:
-        raise ValueError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
+        raise ConfigError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
     lr_at = build_schedule(cfg, steps)
     ddp.check_batches(n, cfg)
     # fast94 hook: an optional Lookahead averager of the weights.
     lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
+    started_before = (run_dir / "config.yaml").is_file()
+    if ddp.is_main:  # everything that can fail on the settings or the data has run: the run starts here
+        if force:
+            runfolder.clear(run_dir)
+        # temporaries of writes cut short (kill -9 in a checkpoint write) whose writer is gone
+        sweep(run_dir, ".*.tmp", "*.tmp.png")
+        checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     history, start_epoch, wall = [], 0, 0.0
     if state is not None:
@@ -345,7 +437,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         history, start_epoch, wall = state["history"], state["epoch"], state["wall_seconds"]
         checkpoint.set_rng_state(state["rng"])
         log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
-    elif resume:
+    elif resume and started_before:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     # Each invocation that trains part of the run: from which epoch, with which code, on what.
     segments = list(state.get("segments", [])) if state is not None else []

@@ -153,8 +153,9 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
         else:
             tune.report(metrics)
 
-    summary = train(None if resume else cfg, run_dir, data_path=data_path, resume=resume, log=lambda *a: None,
-                    progress=False, command=["cifarlab", "tune"], on_epoch=report)
+    # without a checkpoint a restarted trial starts over (force): its folder may hold a start cut short
+    summary = train(None if resume else cfg, run_dir, data_path=data_path, resume=resume, force=not resume,
+                    log=lambda *a: None, progress=False, command=["cifarlab", "tune"], on_epoch=report)
     # The last epoch is reported here, with the test accuracy; when Tune restarted a trial
     # that had already finished its run, train() returned at once and the row is on disk.
     report(last or read_metrics(run_dir)[-1], None, run_dir, test_acc=summary["test_acc"])

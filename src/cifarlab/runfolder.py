@@ -1,0 +1,121 @@
+"""A run folder's guard: one process trains it at a time, and a finished run is not replaced.
+
+    lock = acquire(run_dir)        # an flock on RUN_DIR/.lock, or RunBusyError
+    ...
+    release(lock)
+
+The lock file is the one `cifarlab study` takes for each of its runs, so a study and a
+`cifarlab train` never train one folder at once. A folder holds a run once it has
+config.yaml, checkpoint.pt or summary.json; `cifarlab train --out` refuses such a
+folder unless told to resume it (--resume) or to start it over (--force).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shlex
+from pathlib import Path
+
+from .errors import CifarlabError
+
+LOCK = ".lock"
+RUN_FILES = ("config.yaml", "checkpoint.pt", "summary.json")  # any of them: the folder holds a run
+# What a run (and `cifarlab evaluate`) writes; --force deletes these before starting over.
+OUTPUT_FILES = RUN_FILES + ("metrics.csv", "curves.png", "evaluation.json", "evaluation_tta.json",
+                            "confusion.png", "confusion_tta.png")
+
+
+class RunFolderError(CifarlabError):
+    """A run folder that cannot be used as asked: it holds a run, or none to resume."""
+
+
+class RunBusyError(RunFolderError):
+    """Another process holds the run folder's lock."""
+
+
+class ConfigMismatchError(RunFolderError):
+    """A run folder trained with other settings than the ones given."""
+
+
+def run_files(run_dir) -> list[str]:
+    run_dir = Path(run_dir)
+    return [name for name in RUN_FILES if (run_dir / name).is_file()]
+
+
+def refuse_existing(run_dir) -> None:
+    """Refuse to train a new run into a folder that already holds one."""
+    found = run_files(run_dir)
+    if found:
+        state = "a finished run" if "summary.json" in found else "a run"
+        q = shlex.quote(str(run_dir))
+        raise RunFolderError(f"{run_dir} already holds {state} ({', '.join(found)}); continue it with "
+                             f"`cifarlab train --resume {q}`, start it over with --force (deletes it), "
+                             f"or choose another --out")
+
+
+def missing_folders(run_dir) -> list[Path]:
+    """The folders, outermost first, that creating `run_dir` would make."""
+    out = []
+    p = Path(run_dir).absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out[::-1]
+
+
+def acquire(run_dir):
+    """Create `run_dir` if needed and hold an exclusive flock on its .lock; returns the open lock file."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / LOCK, "a+")
+    except OSError as e:
+        raise RunFolderError(f"cannot use {run_dir} as a run folder: {e.strerror or e}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip()
+        f.close()
+        who = f"process {pid}" if pid.isdigit() else "another process"
+        raise RunBusyError(f"{run_dir} is being trained by {who} (it holds {run_dir / LOCK}); wait for it "
+                           f"to end, or train into another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def release(lock) -> None:
+    if lock is not None and not lock.closed:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def discard(run_dir, made: list[Path], lock) -> None:
+    """Undo the folders a run created when it failed before writing its first file."""
+    run_dir = Path(run_dir)
+    if not made or (run_dir / "config.yaml").exists():
+        return
+    (run_dir / LOCK).unlink(missing_ok=True)
+    release(lock)
+    for folder in reversed(made):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+
+
+def clear(run_dir) -> None:
+    """Delete a run's files (--force) so that nothing of the old run mixes with the new one."""
+    for name in OUTPUT_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def describe(diff: list[str], a: dict, b: dict, a_name: str, b_name: str, limit: int = 6) -> str:
+    """'lr is 0.02 in A, 0.01 in B; epochs ...' for the keys in `diff`."""
+    parts = [f"{k} is {a[k]!r} in {a_name}, {b[k]!r} in {b_name}" for k in diff[:limit]]
+    if len(diff) > limit:
+        parts.append(f"and {len(diff) - limit} more ({', '.join(diff[limit:])})")
+    return "; ".join(parts)

@@ -124,7 +124,7 @@ def read(path: Path) -> dict:
         return load(path)
     except CheckpointError as e:
         msg = str(e)
-        if "refused to load" in msg or "not a cifarlab checkpoint" in msg:
+        if "refused to load" in msg or "no config and model in it" in msg:
             raise  # hostile or foreign: nothing to restore it from
         detail = msg.removeprefix(f"{path}: ")
         size = path.stat().st_size if path.is_file() else None

@@ -370,7 +370,7 @@ def load_file(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
-NOTES = ("description", "reference")  # words and published figures: no part of what a run trains
+NOTES = ("description", "reference", "comparable")  # words, published figures, the comparability mark: no part of what a run trains
 
 
 def differences(a: Config, b: Config) -> list[str]:

@@ -358,6 +358,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
             **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
 
     model.train()
+    last_dt = None  # the last epoch's seconds in this process, for the run's ETA
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         # Everything random in this epoch follows from (seed, epoch): resume-exact.
@@ -370,7 +371,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=progress)
+        bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=progress,
+                       epochs_after=cfg.epochs - epoch - 1, epoch_seconds=last_dt)
         for i in range(steps):
             step = epoch * steps + i
             lr = lr_at(step)
@@ -384,16 +386,14 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
                 loss_sum += total * len(yb)
                 correct += (out.argmax(1) == yb).sum()
             seen += len(yb)
-            if progress and i % 50 == 49:
-                bar.update(50, loss=loss_sum.item() / seen)
-            elif progress and i == steps - 1:
-                bar.update(steps % 50 or 50)
+            running = lambda: loss_sum.item() / seen  # noqa: E731  (a host sync: only when shown)
+            bar.update(1, loss=running)
         bar.close()
         loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
         train_seconds = time.perf_counter() - t0
         val = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
                            cfg.channels_last, amp)
-        dt = time.perf_counter() - t0
+        dt = last_dt = time.perf_counter() - t0
         wall += dt
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint, distributed
+from . import __version__, checkpoint, distributed, tensorboard
 from .augment import alternating_flip_mask, augment_batch, crop, normalize
 from .config import Config, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
@@ -348,6 +348,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     _header(log)
     for r in history:
         log(_row(r))
+    tb = tensorboard.open_run(run_dir, to_dict(cfg), start_epoch * steps, enabled=ddp.is_main, log=log)
 
     def save_checkpoint(epochs_done: int) -> None:
         checkpoint.save(ckpt_path, {
@@ -386,8 +387,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
                 loss_sum += total * len(yb)
                 correct += (out.argmax(1) == yb).sum()
             seen += len(yb)
-            running = lambda: loss_sum.item() / seen  # noqa: E731  (a host sync: only when shown)
+            running = lambda: loss_sum.item() / seen  # noqa: E731  (a host sync: only when shown or logged)
             bar.update(1, loss=running)
+            tb.step(step + 1, running, lr, last=i == steps - 1)
         bar.close()
         loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
         train_seconds = time.perf_counter() - t0
@@ -400,6 +402,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
                "images_per_second": seen / train_seconds, "wall_seconds": wall}
         history.append(row)
         log(_row(row))
+        tb.epoch(row, (epoch + 1) * steps)  # flushed before the checkpoint below
         if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             write_metrics(run_dir, history)
             save_checkpoint(epoch + 1)
@@ -433,6 +436,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         summary["processes"] = ddp.world
     if ddp.is_main:
         checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    tb.finish(summary, cfg.epochs * steps)
+    tb.close()
     ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
     if cfg.test:
         log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-VERBS = ["study", "report", "evaluate", "predict", "export", "tune", "bench"]  # modules that add their own sub-command
+VERBS = ["study", "report", "compare", "evaluate", "predict", "export", "tune", "bench"]  # modules that add their own sub-command
 
 
 class UsageError(Exception):

@@ -56,9 +56,9 @@ def test_runs_are_grouped_by_their_settings(comparison):
     assert [r["runs"] for r in rows] == [[str(x) for x in d[0:2]], [str(x) for x in d[2:4]], [str(d[4])],
                                          [str(x) for x in d[5:7]]]
     assert [r["n"] for r in rows] == [2, 2, 1, 2]
-    labels = [r["experiment"] for r in rows]
-    assert labels[0].startswith("vgg3 ") and labels[1].startswith("dropout ") and labels[3].startswith("bn_only ")
-    assert "lr=0.01" in labels[2] and "lr=0.001" in labels[0]
+    # a group is named by its preset, and by what sets it apart where two groups share one
+    assert [r["experiment"] for r in rows] == ["vgg3 lr=0.001", "dropout", "vgg3 lr=0.01", "bn_only"]
+    assert rows[2]["description"] == "lr=0.01 (vs 0.001)" and rows[0]["description"] == "(the reference)"
     assert comparison["json"]["skipped"] == [f"{d[7]} (not finished)"]
     for r, group in zip(rows, (d[0:2], d[2:4], d[4:5], d[5:7])):
         a = accs(group)

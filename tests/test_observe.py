@@ -174,7 +174,7 @@ def test_without_tensorboard_one_line_and_progress_in_a_pipe(tmp_path):
 
 def test_tensorboard_names_a_studys_runs_by_folder(small_study):
     pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     mux = EventMultiplexer().AddRunsFromDirectory(str(small_study["dir"]))
     mux.Reload()
     names = {f"runs/{p}/seed{s}" for p in ("vgg3", "dropout", "bn_only") for s in (0, 1)}

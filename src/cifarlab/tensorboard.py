@@ -29,6 +29,7 @@ from pathlib import Path
 
 LOG_EVERY = 10  # optimiser steps between step-level points
 PATTERN = "events.out.tfevents.*"
+SESSION_TAG = "_hparams_/session_start_info"
 _warned = False
 
 
@@ -71,12 +72,16 @@ class RunWriter:
                 f.unlink()
         else:
             cut_after(run_dir, start_step)
+        # the hparams session once per run: at its start, or on the first resume that has tensorboard
+        has_session = any(v.tag == SESSION_TAG for f in sorted(run_dir.glob(PATTERN))
+                          for _, _, ev in records(f) for v in ev.summary.value)
         self.w = SummaryWriter(log_dir=str(run_dir), flush_secs=30)
-        if start_step == 0:
+        if not has_session:
             from torch.utils.tensorboard.summary import hparams
             exp, ssi, _ = hparams(hparams_of(config), {"test/acc": None, "test/loss": None})
-            self.w.file_writer.add_summary(exp)
-            self.w.file_writer.add_summary(ssi)
+            # at the step it resumes from: an earlier step would read as a restart and purge the curves
+            self.w.file_writer.add_summary(exp, start_step)
+            self.w.file_writer.add_summary(ssi, start_step)
         self.w.flush()
 
     def step(self, step: int, loss, lr: float, last: bool = False) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import CifarlabError
 
-VERBS = ["study", "report", "evaluate", "predict", "export", "tune", "bench"]  # modules that add their own sub-command
+VERBS = ["study", "report", "compare", "evaluate", "predict", "export", "tune", "bench"]  # modules that add their own sub-command
 
 
 class UsageError(CifarlabError):

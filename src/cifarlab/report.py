@@ -63,19 +63,13 @@ REFS = (("seed_report", "seed report"), ("article", "article"))
 
 def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str]]:
     """Finished runs per preset ({preset: [run, ...]}, by seed) and the unfinished run folders."""
-    from .train import read_metrics
     runs, unfinished = {}, []
     for run_dir in sorted(Path(study_dir).glob("runs/*/seed*")):
-        if not (run_dir / "summary.json").is_file():
-            unfinished.append(str(run_dir.relative_to(study_dir)))
+        run = load_run(run_dir)
+        if isinstance(run, str):
+            unfinished.append(str(run_dir.relative_to(study_dir)) + run)
             continue
-        s = json.loads((run_dir / "summary.json").read_text())
-        if s.get("test_acc") is None:  # trained with test=false: nothing to report against the references
-            unfinished.append(f"{run_dir.relative_to(study_dir)} (test set not used)")
-            continue
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        runs.setdefault(run_dir.parent.name, []).append(
-            {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)})
+        runs.setdefault(run_dir.parent.name, []).append(run)
     for rs in runs.values():
         rs.sort(key=lambda r: r["summary"]["seed"])
     return runs, unfinished
@@ -91,6 +85,17 @@ def arithmetic(summary: dict, config: dict) -> str:
     if amp == "off" or (amp == "auto" and cpu) or (amp == "native" and cpu and "+bf16" not in device):
         return "fp32"
     return {"fp16": "fp16", "bf16": "bf16", "native": "bf16", "auto": "bf16"}.get(amp, "?")
+
+def load_run(run_dir: Path) -> dict | str:
+    """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
+    from .train import read_metrics
+    if not (run_dir / "summary.json").is_file():
+        return ""
+    s = json.loads((run_dir / "summary.json").read_text())
+    if s.get("test_acc") is None:  # trained with test=false: nothing to report against the references
+        return " (test set not used)"
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)}
 
 
 def _order(names) -> list[str]:
@@ -349,11 +354,14 @@ NOTE_SCALED = ("† scaled run (epochs or training subset changed from the prese
                "published figures; the differences show the pipeline, not the method.")
 
 
+def md_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
 def render_md(rep: dict) -> str:
-    def table(head, body):
-        lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-        return "\n".join(lines)
+    table = md_table
     figs = rep["figures"]
     md = [f"# CIFAR-10 study report: {rep['study_dir']}", "", f"Created {rep['created']}. {_settings_line(rep)}.", ""]
     if any(not r["comparable"] for r in rep["rows"]):
@@ -411,25 +419,27 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def html_table(head: list[str], body: list[list[str]], text_cols=(), cls: str = "") -> str:
+    e = html.escape
+    h = "".join(f'<th class="text">{e(c)}</th>' if i in text_cols else f"<th>{e(c)}</th>"
+                for i, c in enumerate(head))
+    rows = []
+    for row in body:
+        cells = []
+        for i, c in enumerate(row):
+            klass = "text" if i in text_cols else ""
+            if c in ("yes", "no (scaled)") and head[i] == "comparable":
+                klass += " yes" if c == "yes" else " no"
+            cells.append(f'<td class="{klass.strip()}">{e(c)}</td>' if klass else f"<td>{e(c)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 def render_html(rep: dict, study_dir: Path) -> str:
     e = html.escape
     fig_dir = Path(study_dir) / "report_files"
     figs = rep["figures"]
-
-    def table(head, body, text_cols=(), cls=""):
-        h = "".join(f'<th class="text">{e(c)}</th>' if i in text_cols else f"<th>{e(c)}</th>"
-                    for i, c in enumerate(head))
-        rows = []
-        for row in body:
-            cells = []
-            for i, c in enumerate(row):
-                klass = "text" if i in text_cols else ""
-                if c in ("yes", "no (scaled)") and head[i] == "comparable":
-                    klass += " yes" if c == "yes" else " no"
-                cells.append(f'<td class="{klass.strip()}">{e(c)}</td>' if klass else f"<td>{e(c)}</td>")
-            rows.append("<tr>" + "".join(cells) + "</tr>")
-        return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
+    table = html_table
     parts = [f"<h1>CIFAR-10 study report</h1><p>{e(rep['study_dir'])}: created {e(rep['created'])}. "
              f"{e(_settings_line(rep))}.</p>"]
     if any(not r["comparable"] for r in rep["rows"]):
@@ -642,7 +652,7 @@ def cmd_report(args) -> int:
     rep = write_report(study_dir, args.data)
     print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
           f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons")
-    print(f"-> {study_dir / 'report.html'}\n-> {study_dir / 'report.md'}")
+    print(f"-> {study_dir / 'report.md'}")
     if args.records:
         try:
             files = copy_records(study_dir, args.records)
@@ -653,4 +663,5 @@ def cmd_report(args) -> int:
     if args.readme:
         update_readme(args.readme, readme_table(rep, args.expect))
         print(f"-> {args.readme} (results table)")
+    print(f"-> {study_dir / 'report.html'}")  # the page to open, last
     return 0

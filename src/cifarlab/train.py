@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint, distributed, runfolder
+from . import __version__, checkpoint, distributed, runfolder, tensorboard
 from .augment import alternating_flip_mask, augment_batch, crop, normalize
 from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
@@ -448,6 +448,7 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
     _header(log)
     for r in history:
         log(_row(r))
+    tb = tensorboard.open_run(run_dir, to_dict(cfg), start_epoch * steps, enabled=ddp.is_main, log=log)
 
     def save_checkpoint(epochs_done: int) -> None:
         checkpoint.save(ckpt_path, {
@@ -458,6 +459,7 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
             **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
 
     model.train()
+    last_dt = None  # the last epoch's seconds in this process, for the run's ETA
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         # Everything random in this epoch follows from (seed, epoch): resume-exact.
@@ -470,7 +472,8 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=progress)
+        bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=progress,
+                       epochs_after=cfg.epochs - epoch - 1, epoch_seconds=last_dt)
         for i in range(steps):
             step = epoch * steps + i
             lr = lr_at(step)
@@ -484,22 +487,22 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
                 loss_sum += total * len(yb)
                 correct += (out.argmax(1) == yb).sum()
             seen += len(yb)
-            if progress and i % 50 == 49:
-                bar.update(50, loss=loss_sum.item() / seen)
-            elif progress and i == steps - 1:
-                bar.update(steps % 50 or 50)
+            running = lambda: loss_sum.item() / seen  # noqa: E731  (a host sync: only when shown or logged)
+            bar.update(1, loss=running)
+            tb.step(step + 1, running, lr, last=i == steps - 1)
         bar.close()
         loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
         train_seconds = time.perf_counter() - t0
         val = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
                            cfg.channels_last, amp)
-        dt = time.perf_counter() - t0
+        dt = last_dt = time.perf_counter() - t0
         wall += dt
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
                "images_per_second": seen / train_seconds, "wall_seconds": wall}
         history.append(row)
         log(_row(row))
+        tb.epoch(row, (epoch + 1) * steps)  # flushed before the checkpoint below
         if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             try:
                 write_metrics(run_dir, history)
@@ -538,6 +541,8 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
         summary["processes"] = ddp.world
     if ddp.is_main:
         checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    tb.finish(summary, cfg.epochs * steps)
+    tb.close()
     ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
     if cfg.test:
         log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")

@@ -1,0 +1,268 @@
+"""Compare any run folders: group them by their settings, then the report's table, tests and curves.
+
+    cifarlab compare runs/mine-lr01-s0 runs/mine-lr01-s1 runs/mine-lr001-s0 runs/mine-lr001-s1 --out cmp
+    # -> cmp/compare.html (self-contained), cmp/compare.md (figures in cmp/compare_files/), cmp/compare.json
+
+Runs whose configs agree on everything but the seed (and the settings that say how a
+run executes, not what it trains: device, threads, ...) form one group. The first
+group on the command line is the reference: every other group's difference in mean
+test accuracy is tested against it (Welch's t-test, 95% interval), as the study
+report tests its experiments. The table, statistics, tables' markup and figures are
+report.py's.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+from . import report
+
+# Settings that say how a run executes, not what it trains (and labels): not a reason to split a group.
+IGNORED = ("seed", "name", "description", "reference", "comparable", "device", "threads", "channels_last",
+           "compile", "eval_batch_size", "checkpoint_every")
+MAX_LABEL_KEYS = 3
+
+
+def _value(v) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def settings_of(cfg: dict) -> dict:
+    """The config of a run as it matters for grouping: defaults filled in, IGNORED left out."""
+    from .config import Config, to_dict
+    full = {**to_dict(Config()), **cfg}
+    return {k: v for k, v in full.items() if k not in IGNORED}
+
+
+def group_runs(run_dirs) -> tuple[list[dict], list[str]]:
+    """[{label, name, settings, runs}] in the order of each group's first run, and the folders left out."""
+    groups: list[dict] = []
+    skipped = []
+    for d in map(Path, run_dirs):
+        if not (d / "config.yaml").is_file():
+            skipped.append(f"{d} (not a run folder)")
+            continue
+        run = report.load_run(d)
+        if isinstance(run, str):
+            skipped.append(f"{d}{run or ' (not finished)'}")
+            continue
+        key = settings_of(run["config"])
+        g = next((g for g in groups if g["settings"] == key), None)
+        if g is None:
+            groups.append(g := {"settings": key, "runs": []})
+        g["runs"].append(run)
+    labels = set()
+    for g in groups:
+        g["runs"].sort(key=lambda r: r["summary"]["seed"])
+        g["name"] = "+".join(sorted({r["config"].get("name", "custom") for r in g["runs"]}))
+    for g in groups:
+        # the name (a preset's, usually), then what sets the group apart from others of that name
+        kin = [h for h in groups if h["name"] == g["name"]]
+        parts = [f"{k}={_value(v)}" for k, v in g["settings"].items()
+                 if len({_value(h["settings"][k]) for h in kin}) > 1]
+        label = " ".join([g["name"]] + parts[:MAX_LABEL_KEYS]
+                         + ([f"(+{len(parts) - MAX_LABEL_KEYS} more)"] if len(parts) > MAX_LABEL_KEYS else []))
+        while label in labels:  # the same name and the same first settings: mark it
+            label += "'"
+        labels.add(label)
+        g["label"] = label
+    return groups, skipped
+
+
+def _against(g: dict, first: dict) -> str:
+    """What a group changes from the first one, in key=value terms."""
+    diff = [f"{k}={_value(v)} (vs {_value(first['settings'][k])})" for k, v in g["settings"].items()
+            if _value(v) != _value(first["settings"][k])]
+    return ", ".join(diff) or "the same settings"
+
+
+def collect(run_dirs, out_dir, figures: bool = True) -> dict:
+    """Every number of the comparison; figures drawn into OUT_DIR/compare_files/ when asked."""
+    from . import plots
+    groups, skipped = group_runs(run_dirs)
+    if not groups:
+        raise FileNotFoundError("no finished run folder among: " + ", ".join(map(str, run_dirs)))
+    rows = []
+    for g in groups:
+        row = report.experiment_row(g["label"], g["runs"])
+        row["beyond_study"] = False  # a user's runs: not rows of the study
+        row["description"] = _against(g, groups[0]) if g is not groups[0] else "(the reference)"
+        row["runs"] = [str(r["dir"]) for r in g["runs"]]
+        rows.append(row)
+    first = rows[0]
+    comps = []
+    for g, r in zip(groups[1:], rows[1:]):
+        if r["n"] < 2 or first["n"] < 2:
+            continue
+        w = report.welch(r["test_acc"], first["test_acc"])
+        comps.append({"a": r["experiment"], "b": first["experiment"], "claim": _against(g, groups[0]),
+                      "n_a": r["n"], "n_b": first["n"], **w, "distinguishable": w["p"] < 0.05,
+                      "same_epochs": r["epochs"] == first["epochs"],
+                      "comparable": r["comparable"] and first["comparable"]})
+    shared = {k: v for k, v in groups[0]["settings"].items()
+              if all(_value(g["settings"][k]) == _value(v) for g in groups)}
+    out = {"out_dir": str(out_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "rows": rows, "shared": shared, "skipped": skipped, "comparisons": comps, "figures": {}}
+    if not figures:
+        return out
+    fig_dir = Path(out_dir) / "compare_files"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    tag = "" if all(r["comparable"] for r in rows) else " (scaled: not comparable)"
+    path = fig_dir / "overlay-val_acc.png"
+    plots.overlay({r["experiment"]: report.mean_history(g["runs"]) for g, r in zip(groups, rows)}, path,
+                  title=f"validation accuracy, mean over seeds{tag}")
+    out["figures"]["overlay"] = path.name
+    for i, (g, r) in enumerate(zip(groups, rows), 1):
+        seeds = f"mean of {r['n']} seeds" if r["n"] > 1 else "1 seed"
+        path = fig_dir / f"curves-{i}.png"
+        plots.curves(report.mean_history(g["runs"]), path, title=f"{r['experiment']}, {seeds}")
+        out["figures"][f"curves-{i}"] = path.name
+    return out
+
+
+def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    """The report's results table without the published figures (a user's settings have none)."""
+    head, body = report.results_table(rep)
+    drop = {i for i, h in enumerate(head)
+            if h in ("seed report", "article") or (h == "diff" and head[i - 1] in ("seed report", "article"))}
+    keep = [i for i in range(len(head)) if i not in drop]
+    head = ["group" if h == "experiment" else h for h in head]
+    return [head[i] for i in keep], [[row[i] for i in keep] for row in body]
+
+
+def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    head, body = report.stats_table(rep)
+    return ["settings of A (vs B)" if h == "claim" else h for h in head], body
+
+
+def groups_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    return (["group", "settings against the first group", "seeds", "run folders"],
+            [[r["experiment"], r["description"], ", ".join(map(str, r["seeds"])), " ".join(r["runs"])]
+             for r in rep["rows"]])
+
+
+def _intro(rep: dict) -> str:
+    n = sum(r["n"] for r in rep["rows"])
+    return (f"{n} finished run(s) in {len(rep['rows'])} group(s): runs whose settings agree on everything "
+            f"but the seed form a group; each group is tested against the first, {rep['rows'][0]['experiment']}.")
+
+
+def _shared_line(rep: dict) -> str:
+    from .config import Config, to_dict
+    default = to_dict(Config())
+    own = [f"{k}={_value(v)}" for k, v in rep["shared"].items() if _value(default.get(k)) != _value(v)]
+    return "Settings every group shares, where they differ from cifarlab's defaults: " + (", ".join(own) or "none")
+
+
+NOTE = ("Test accuracy on the 10,000 CIFAR-10 test images, in % (mean ± standard deviation over the "
+        "group's seeds).")
+
+
+def render_md(rep: dict) -> str:
+    t = report.md_table
+    figs = rep["figures"]
+    md = [f"# CIFAR-10 run comparison: {rep['out_dir']}", "", f"Created {rep['created']}. {_intro(rep)}", "",
+          _shared_line(rep) + ".", ""]
+    if any(not r["comparable"] for r in rep["rows"]):
+        md += [f"**{report.NOTE_SCALED}**", ""]
+    md += ["## Results", "", NOTE, "", t(*results_table(rep)), "", "## Groups", "", t(*groups_table(rep)), ""]
+    if rep["skipped"]:
+        md += [f"Left out: {', '.join(rep['skipped'])}", ""]
+    md += ["## Is the difference more than run-to-run noise?", ""]
+    if rep["comparisons"]:
+        md += ["Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
+               "accuracy to the first group (percentage points). Groups need at least two seeds each.", "",
+               t(*stats_table(rep)), ""]
+    else:
+        md += ["No group has two or more seeds beside a first group that has them; train more seeds "
+               "(`seed=1`, `seed=2`, ...) to test the differences.", ""]
+    if figs:
+        md += ["## Validation accuracy", "", f"![validation accuracy](compare_files/{figs['overlay']})", "",
+               "## Learning curves per group", ""]
+        md += [f"### {r['experiment']}\n\n![{r['experiment']}](compare_files/{figs[f'curves-{i}']})\n"
+               for i, r in enumerate(rep["rows"], 1) if f"curves-{i}" in figs]
+    return "\n".join(md) + "\n"
+
+
+def render_html(rep: dict, out_dir) -> str:
+    e, t = html.escape, report.html_table
+    fig_dir = Path(out_dir) / "compare_files"
+    figs = rep["figures"]
+    parts = [f"<h1>CIFAR-10 run comparison</h1><p>{e(rep['out_dir'])}: created {e(rep['created'])}. "
+             f"{e(_intro(rep))}</p><p>{e(_shared_line(rep))}.</p>"]
+    if any(not r["comparable"] for r in rep["rows"]):
+        parts.append(f'<p class="note">{e(report.NOTE_SCALED)}</p>')
+    parts.append(f"<h2>Results</h2><p>{e(NOTE)}</p>" + t(*results_table(rep), cls="results"))
+    parts.append("<h2>Groups</h2>" + t(*groups_table(rep), text_cols=(1, 3), cls="groups"))
+    if rep["skipped"]:
+        parts.append(f"<p>Left out: {e(', '.join(rep['skipped']))}</p>")
+    parts.append("<h2>Is the difference more than run-to-run noise?</h2>")
+    if rep["comparisons"]:
+        parts.append("<p>Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
+                     "accuracy to the first group (percentage points). Groups need at least two seeds each.</p>")
+        parts.append(t(*stats_table(rep), text_cols=(0, 1, 2, 7), cls="stats"))
+    else:
+        parts.append("<p>No group has two or more seeds beside a first group that has them; train more seeds "
+                     "to test the differences.</p>")
+    if figs:
+        parts.append("<h2>Validation accuracy</h2>" + report._img(fig_dir / figs["overlay"], "validation accuracy"))
+        parts.append("<h2>Learning curves per group</h2><div class=grid>")
+        for i, r in enumerate(rep["rows"], 1):
+            if f"curves-{i}" in figs:
+                parts.append(f"<figure>{report._img(fig_dir / figs[f'curves-{i}'], r['experiment'])}"
+                             f"<figcaption>{e(r['experiment'])}</figcaption></figure>")
+        parts.append("</div>")
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>CIFAR-10 run comparison</title>"
+            f"<style>{report.CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_compare(run_dirs, out_dir) -> dict:
+    from .checkpoint import atomic_write_text
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep = collect(run_dirs, out_dir)
+    atomic_write_text(out_dir / "compare.md", render_md(rep))
+    atomic_write_text(out_dir / "compare.html", render_html(rep, out_dir))
+    atomic_write_text(out_dir / "compare.json", json.dumps(rep, indent=2, default=str))
+    return rep
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare run folders: grouped by settings, tested, drawn",
+                       description="Group run folders by their settings (everything but the seed), then write "
+                                   "compare.html, compare.md and compare.json: mean test accuracy ± std per "
+                                   "group, Welch's test against the first group, validation curves.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (the first group is the reference)")
+    p.add_argument("--out", help="output folder (default: comparisons/YYYYmmdd-HHMMSS)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    out = Path(args.out or f"comparisons/{time.strftime('%Y%m%d-%H%M%S')}")
+    rep = write_compare(args.run_dirs, out)
+    for line in format_table(rep):
+        print(line)
+    if rep["skipped"]:
+        print(f"left out: {', '.join(rep['skipped'])}")
+    print(f"-> {out / 'compare.md'}\n-> {out / 'compare.html'}")
+    return 0
+
+
+def format_table(rep: dict) -> list[str]:
+    """The results and the tests against the first group, as aligned text for the terminal."""
+    lines = []
+    for head, body in (results_table(rep), _short_stats(rep)):
+        if not body:
+            continue
+        w = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+        lines += ["  ".join(str(c).ljust(n) for c, n in zip(row, w)).rstrip() for row in [head] + body]
+        lines.append("")
+    return lines[:-1]
+
+
+def _short_stats(rep: dict) -> tuple[list[str], list[list[str]]]:
+    head, body = report.stats_table(rep)
+    keep = [i for i, h in enumerate(head) if h != "claim"]
+    return [head[i] for i in keep], [[row[i] for i in keep] for row in body]

@@ -1,0 +1,119 @@
+"""Comparing run folders outside any study: groups by settings, the report's numbers, a browser."""
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_report import CHROMIUM, _chromium
+
+
+@pytest.fixture(scope="module")
+def comparison(small_study, tmp_path_factory):
+    """The small study's runs copied out under names of a user's own, one more run with another
+    learning rate, and a run folder that never finished."""
+    from conftest import STUDY_ARGS
+    from cifarlab.cli import resolve_config
+    from cifarlab.train import train
+    mine = tmp_path_factory.mktemp("mine")
+    dirs = []
+    for preset in ("vgg3", "dropout"):
+        for seed in (0, 1):
+            d = mine / f"{preset}-try{seed}"
+            shutil.copytree(small_study["dir"] / "runs" / preset / f"seed{seed}", d)
+            dirs.append(d)
+    overrides = STUDY_ARGS[STUDY_ARGS.index("--workers") + 2:]
+    cfg = resolve_config("vgg3", None, [*overrides, "lr=0.01", "threads=1"])
+    train(cfg, mine / "vgg3-fast", progress=False, log=lambda *a: None)
+    dirs.append(mine / "vgg3-fast")
+    for seed in (0, 1):
+        d = mine / f"bn-{seed}"
+        shutil.copytree(small_study["dir"] / "runs" / "bn_only" / f"seed{seed}", d)
+        dirs.append(d)
+    unfinished = mine / "bn-crashed"
+    shutil.copytree(small_study["dir"] / "runs" / "bn_only" / "seed0", unfinished)
+    (unfinished / "summary.json").unlink()
+    dirs.append(unfinished)
+    out = tmp_path_factory.mktemp("cmp") / "out"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "compare", *map(str, dirs), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return {"dirs": dirs, "out": out, "stdout": p.stdout, "json": json.loads((out / "compare.json").read_text()),
+            "html": (out / "compare.html").read_text(), "md": (out / "compare.md").read_text()}
+
+
+def accs(dirs):
+    return [100 * json.loads((d / "summary.json").read_text())["test_acc"] for d in dirs]
+
+
+def test_runs_are_grouped_by_their_settings(comparison):
+    rows = comparison["json"]["rows"]
+    d = comparison["dirs"]
+    assert [r["runs"] for r in rows] == [[str(x) for x in d[0:2]], [str(x) for x in d[2:4]], [str(d[4])],
+                                         [str(x) for x in d[5:7]]]
+    assert [r["n"] for r in rows] == [2, 2, 1, 2]
+    # a group is named by its preset, and by what sets it apart where two groups share one
+    assert [r["experiment"] for r in rows] == ["vgg3 lr=0.001", "dropout", "vgg3 lr=0.01", "bn_only"]
+    assert rows[2]["description"] == "lr=0.01 (vs 0.001)" and rows[0]["description"] == "(the reference)"
+    assert comparison["json"]["skipped"] == [f"{d[7]} (not finished)"]
+    for r, group in zip(rows, (d[0:2], d[2:4], d[4:5], d[5:7])):
+        a = accs(group)
+        assert r["test_acc"] == a and r["mean"] == pytest.approx(np.mean(a), abs=1e-9)
+        cell = f"{r['mean']:.2f}" + (f" ± {np.std(a, ddof=1):.2f}" if len(a) > 1 else "") + "†"
+        assert cell in comparison["html"] and cell in comparison["md"] and cell in comparison["stdout"]
+
+
+def test_each_group_is_tested_against_the_first(comparison, small_study):
+    from scipy import stats
+    comps = comparison["json"]["comparisons"]
+    rows = comparison["json"]["rows"]
+    assert [(c["a"], c["b"]) for c in comps] == [(rows[1]["experiment"], rows[0]["experiment"]),
+                                                 (rows[3]["experiment"], rows[0]["experiment"])]
+    d = comparison["dirs"]
+    t, p = stats.ttest_ind(accs(d[2:4]), accs(d[0:2]), equal_var=False)
+    assert comps[0]["p"] == pytest.approx(p) and comps[0]["diff"] == pytest.approx(np.mean(accs(d[2:4]))
+                                                                                   - np.mean(accs(d[0:2])))
+    assert "dropout=0.2 (vs 0.0)" in comps[0]["claim"]
+    # the same runs in the study report give the same test (dropout against vgg3)
+    from cifarlab.report import collect
+    study = next(c for c in collect(small_study["dir"], figures=False)["comparisons"]
+                 if (c["a"], c["b"]) == ("dropout", "vgg3"))
+    assert study["p"] == pytest.approx(comps[0]["p"]) and study["ci"] == pytest.approx(comps[0]["ci"])
+    assert f"{p:.3g}" in comparison["md"] and "Welch" in comparison["html"]
+
+
+def test_one_page_with_its_figures(comparison):
+    html = comparison["html"]
+    imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    figs = comparison["json"]["figures"]
+    assert set(figs) == {"overlay", "curves-1", "curves-2", "curves-3", "curves-4"}
+    assert len(imgs) == len(figs) and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+    assert "http://" not in html and "https://" not in html and "file:" not in html
+    for name in figs.values():
+        assert f"compare_files/{name}" in comparison["md"] and (comparison["out"] / "compare_files" / name).is_file()
+    assert "seed report" not in html  # a user's settings have no published figure
+    assert f"-> {comparison['out'] / 'compare.html'}" in comparison["stdout"]
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (.ci/run installs it)")
+def test_comparison_renders_in_a_headless_browser(comparison, tmp_path):
+    from PIL import Image
+    url = (comparison["out"] / "compare.html").resolve().as_uri()
+    shot = tmp_path / "compare.png"
+    p = _chromium(f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert shot.is_file(), p.stderr
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2000, 1280) and img.std() > 20 and (img < 128).mean() > 0.01
+    dom = _chromium("--dump-dom", "--virtual-time-budget=5000", url).stdout
+    assert dom.count("<table") == 3  # results, groups, statistics
+    assert dom.count("<img ") == len(comparison["json"]["figures"]) and "Welch" in dom
+    probe = tmp_path / "probe.html"
+    probe.write_text(comparison["html"].replace(
+        "</body>", "<script>document.body.setAttribute('data-loaded', [...document.images]"
+                   ".filter(i => i.complete && i.naturalWidth > 0).length)</script></body>"))
+    dom = _chromium("--dump-dom", "--virtual-time-budget=5000", probe.as_uri()).stdout
+    assert f'data-loaded="{len(comparison["json"]["figures"])}"' in dom

@@ -600,7 +600,8 @@ RECORD_FILES = ("study.json", "report.md", "report.html", "report.json", "report
 
 def copy_records(study_dir, dest) -> list[Path]:
     """Copy the study's records (RECORD_FILES: settings, configs, metrics, summaries, curves, logs and
-    the report; never checkpoints) into `dest`, replacing older copies; returns the files written."""
+    the report; never checkpoints) of its finished runs into `dest`, replacing older copies; returns
+    the files written."""
     from .files import atomic_write
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
     if dest == study_dir:
@@ -608,6 +609,8 @@ def copy_records(study_dir, dest) -> list[Path]:
     written = []
     for pattern in RECORD_FILES:
         for f in sorted(study_dir.glob(pattern)):
+            if f.parts[len(study_dir.parts)] == "runs" and not (f.parent / "summary.json").is_file():
+                continue  # a run still going: its records come when it has finished
             target = dest / f.relative_to(study_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             data = f.read_bytes()

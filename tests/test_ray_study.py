@@ -25,7 +25,11 @@ TIMINGS = {"epoch_seconds", "images_per_second", "wall_seconds"}
 
 
 def files(root: Path) -> set:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    """Every file below root; TensorBoard's (named by host, process and time) by their kind, counted."""
+    names = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+    kinds = [n.split("events.out.tfevents.")[0] + "events.out.tfevents.*" if "events.out.tfevents." in n else n
+             for n in names]
+    return {(n, kinds.count(n)) for n in kinds}
 
 
 def metrics(run: Path) -> list:

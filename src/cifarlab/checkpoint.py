@@ -28,7 +28,12 @@ from .files import WriteError, atomic_write, atomic_write_text, make_readable  #
 
 
 class CheckpointError(CifarlabError, ValueError):
-    """A checkpoint that cannot or must not be loaded; the message names the file."""
+    """A checkpoint that cannot or must not be loaded; the message names the file. `damaged`:
+    the file is unreadable (empty, truncated, garbled), not hostile or another program's."""
+
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message)
+        self.damaged = damaged
 
 
 def save(path: Path, state: dict) -> None:
@@ -64,7 +69,7 @@ def load(path: Path) -> dict:
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower():  # not a pickle at all, or garbled
             raise CheckpointError(f"{path}: cannot read this checkpoint ({_first_sentence(e)}); it is damaged "
-                                  f"or not a cifarlab checkpoint") from None
+                                  f"or not a cifarlab checkpoint", damaged=True) from None
         m = re.search(r"GLOBAL (\S+)", str(e))
         what = (f"it would call {m.group(1)}" if m
                 else "it holds pickle operations no checkpoint holds: damaged, or not a checkpoint")
@@ -77,7 +82,7 @@ def load(path: Path) -> dict:
         elif isinstance(e, KeyError):
             reason = "not a file torch.save wrote"
         raise CheckpointError(f"{path}: cannot read this checkpoint ({reason}); it is damaged or not a "
-                              f"cifarlab checkpoint") from None
+                              f"cifarlab checkpoint", damaged=True) from None
     if not isinstance(state, dict) or not {"config", "model"} <= state.keys():
         raise CheckpointError(f"{path}: not a cifarlab checkpoint (no config and model in it)")
     return state
@@ -123,10 +128,9 @@ def read(path: Path) -> dict:
     try:
         return load(path)
     except CheckpointError as e:
-        msg = str(e)
-        if "refused to load" in msg or "no config and model in it" in msg:
+        if not e.damaged:
             raise  # hostile or foreign: nothing to restore it from
-        detail = msg.removeprefix(f"{path}: ")
+        detail = str(e).removeprefix(f"{path}: ")
         size = path.stat().st_size if path.is_file() else None
         what = "it is empty (0 bytes)" if size == 0 else "it is truncated or damaged"
         raise CheckpointError(f"{path}: cannot load the checkpoint, {what}: {detail}; {again}") from None

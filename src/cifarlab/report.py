@@ -539,6 +539,7 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
     """The results as a Markdown table for a README: every planned run, finished or not (a run
     that is missing says so; nothing is filled in)."""
     from .config import load_preset, preset_names
+    from .forecast import epochs_done
     rows = {r["experiment"]: r for r in rep["rows"]}
     study_dir = Path(rep["study_dir"])
     lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic | device |",
@@ -547,7 +548,6 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
         r = rows.get(name)
         done = set(r["seeds"]) if r else set()
         missing = [s for s in seeds if s not in done]
-        ref = (load_preset(name).reference if name in preset_names() else {}) if not r else {}
         if r:
             m = _mark(r)
             acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
@@ -558,14 +558,13 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
         if missing:
             where = []
             for sd in missing:
-                from .forecast import epochs_done
                 k = epochs_done(study_dir / "runs" / name / f"seed{sd}")
                 where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
-            epochs = load_preset(name).epochs if name in preset_names() else "?"
-            cells = [name, str(epochs), "not finished: " + ", ".join(where), "", _f(ref.get("seed_report")),
-                     "", _f(ref.get("article")), "", "", "", ""]
-            if r:  # the finished seeds have their row above
-                cells[4] = cells[6] = ""
+            preset = load_preset(name) if name in preset_names() else None
+            # the published figures once per preset: on the finished seeds' row when there is one
+            refs = ["", ""] if r else [_f((preset.reference if preset else {}).get(k)) for k in ("seed_report", "article")]
+            cells = [name, str(preset.epochs if preset else "?"), "not finished: " + ", ".join(where), "", refs[0],
+                     "", refs[1], "", "", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -64,9 +64,10 @@ class Context:
         return self.world > 1
 
     def device(self, device: torch.device) -> torch.device:
-        """Each local rank gets its own GPU (cuda -> cuda:LOCAL_RANK)."""
-        if self.active and device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", self.local_rank)
+        """Each local rank gets its own GPU (cuda -> cuda:LOCAL_RANK; alone, cuda -> the current one)."""
+        if device.type == "cuda" and device.index is None:
+            # an indexed device: older torch releases refuse set_device("cuda")
+            device = torch.device("cuda", self.local_rank if self.active else torch.cuda.current_device())
         if device.type == "cuda":
             torch.cuda.set_device(device)
         return device

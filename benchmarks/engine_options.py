@@ -11,9 +11,13 @@ import argparse
 import statistics
 import time
 
-import torch
+from cifarlab import runtime
 
-from cifarlab.bench import COMBINED, VGG3, bench_config
+runtime.apply()  # the command's engine settings, before torch loads
+
+import torch  # noqa: E402
+
+from cifarlab.bench.throughput import COMBINED, VGG3, bench_config
 from cifarlab.train import build_training, make_batch, prepare_data, setup_threads, train_step
 
 OPTIONS = {  # name -> config overrides (the first is the reference)

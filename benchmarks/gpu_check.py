@@ -19,9 +19,13 @@ import statistics
 import sys
 import time
 
-import torch
+from cifarlab import runtime
 
-from cifarlab.bench import COMBINED, VGG3, CifarlabContender, bench_config, device_description, eval_seconds
+runtime.apply()  # the command's engine settings, before torch loads
+
+import torch  # noqa: E402
+
+from cifarlab.bench.throughput import COMBINED, VGG3, CifarlabContender, bench_config, device_description, eval_seconds
 
 # experiment id -> (epochs, the throughput that stands for it)
 STUDY = {
@@ -75,10 +79,11 @@ def main(argv=None) -> int:
         print(f"\n{model}: batch 64, {args.reps} reps x {args.steps} steps")
         print(f"{'engine':<14} {'img/s':>8} {'min-max':>15} {'set-up s':>9}")
         for k, v in out["models"][model]["engines"].items():
-            print(f"{k:<14} {v['images_per_second']:>8.0f} {v['min']:>7.0f}-{v['max']:<7.0f} {v['setup_seconds']:>9.1f}")
+            print(f"{k:<14} {v['images_per_second']:>8.0f} {v['min']:>7.0f}-{v['max']:<7.0f} "
+                  f"{v['setup_seconds']:>9.1f}")
         print(f"test set (10,000 images) with {best}: {ev['seconds']:.2f} s")
     total = 0.0
-    for exp, (epochs, like) in STUDY.items():
+    for epochs, like in STUDY.values():
         m = out["models"][like]
         rate = m["engines"][m["best"]]["images_per_second"]
         total += epochs * (50_000 / rate + m["eval_seconds"])

@@ -13,6 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from cifarlab import runtime  # noqa: E402
+
+runtime.apply()  # the command's engine settings, before torch loads
+
 from cifarlab.config import apply_overrides, load_preset  # noqa: E402
 from cifarlab.train import train  # noqa: E402
 

@@ -19,7 +19,7 @@ import sys
 
 CHILD = """
 import sys, torch
-from cifarlab.bench import VGG3, bench_config, CifarlabContender
+from cifarlab.bench.throughput import VGG3, bench_config, CifarlabContender
 torch.set_num_threads(int(sys.argv[1]))
 c = CifarlabContender(bench_config(VGG3, [], 640), torch.device("cpu"))
 c.run(2)

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from cifarlab import bench
+from cifarlab.bench import throughput as bench
+from cifarlab.cli import bench as bench_cli
 from cifarlab.config import apply_overrides, load_preset
 from cifarlab.models import build_model
 from cifarlab.train import COLUMNS, write_metrics
@@ -15,7 +16,7 @@ from cifarlab.train import COLUMNS, write_metrics
 
 def parse(*argv):
     p = argparse.ArgumentParser()
-    bench.add_parser(p.add_subparsers())
+    bench_cli.add_parser(p.add_subparsers(), "bench")
     return p.parse_args(["bench", *argv])
 
 

@@ -17,7 +17,7 @@ def comparison(small_study, tmp_path_factory):
     """The small study's runs copied out under names of a user's own, one more run with another
     learning rate, and a run folder that never finished."""
     from conftest import STUDY_ARGS
-    from cifarlab.cli import resolve_config
+    from cifarlab.config import resolve_config
     from cifarlab.train import train
     mine = tmp_path_factory.mktemp("mine")
     dirs = []
@@ -79,7 +79,7 @@ def test_each_group_is_tested_against_the_first(comparison, small_study):
                                                                                    - np.mean(accs(d[0:2])))
     assert "dropout=0.2 (vs 0.0)" in comps[0]["claim"]
     # the same runs in the study report give the same test (dropout against vgg3)
-    from cifarlab.report import collect
+    from cifarlab.study.report import collect
     study = next(c for c in collect(small_study["dir"], figures=False)["comparisons"]
                  if (c["a"], c["b"]) == ("dropout", "vgg3"))
     assert study["p"] == pytest.approx(comps[0]["p"]) and study["ci"] == pytest.approx(comps[0]["ci"])

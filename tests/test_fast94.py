@@ -5,7 +5,7 @@ from torch import nn
 
 from cifarlab.augment import alternating_flip_mask, augment_batch, normalize
 from cifarlab.config import ConfigError, apply_overrides, load_preset
-from cifarlab.fastnet import FastNet, patch_whitening
+from cifarlab.models.fastnet import FastNet, patch_whitening
 from cifarlab.models import build_model, count_parameters
 from cifarlab.optim import Lookahead, build_optimizer, lookahead_decay, set_lr
 from cifarlab.train import evaluate, train, tta_views

@@ -117,10 +117,10 @@ def test_hostile_checkpoint_runs_nothing(twin, image, tmp_path, capsys):
         assert rc == 2, args
         assert err.count("\n") == 1 and "refused to load" in err and "Traceback" not in err, err
         assert str(raw if raw in args else run / "checkpoint.pt") in err
-    from cifarlab.study import Job, run_job
+    from cifarlab.study.jobs import Job, run_job
     r = run_job(Job("vgg1", 0, tuple(TINY), str(run)))
     assert r["status"] == "failed" and "refused to load" in r["error"]
-    from cifarlab.report import best_run_analysis
+    from cifarlab.study.report import best_run_analysis
     with pytest.raises(checkpoint.CheckpointError, match="refused to load"):
         best_run_analysis({"dir": run, "summary": {}})
     # and in a fresh process, as a user would meet it

@@ -147,8 +147,8 @@ def test_export_out_that_is_a_file_is_refused(finished, tmp_path):
 
 def test_a_damaged_export_is_one_line(finished, tmp_path):
     import cifarlab
-    from cifarlab.export import export_run
-    from cifarlab.predict import ModelError
+    from cifarlab.inference.export import export_run
+    from cifarlab.inference.predict import ModelError
     out = tmp_path / "export"
     export_run(finished, "safetensors", out)
     meta = (out / "model.json").read_text()
@@ -181,7 +181,8 @@ def test_a_damaged_export_is_one_line(finished, tmp_path):
 
 def test_study_settings_are_checked_and_written_under_its_lock(tmp_path):
     import threading
-    from cifarlab.study import STUDY_LOCK, StudyError, open_study
+    from cifarlab.study.jobs import StudyError
+    from cifarlab.study.runner import STUDY_LOCK, open_study
     study = tmp_path / "s"
     study.mkdir()
     mine = {"overrides": ["epochs=1"], "epochs_scale": 1.0, "quick": False}
@@ -208,7 +209,7 @@ def test_study_settings_are_checked_and_written_under_its_lock(tmp_path):
 
 
 def test_two_invocations_at_once_both_keep_their_record(tmp_path):
-    from cifarlab.study import close_study, open_study
+    from cifarlab.study.runner import close_study, open_study
     settings = {"overrides": ["epochs=1"], "epochs_scale": 1.0, "quick": False}
     a = open_study(tmp_path, settings, {"presets": ["vgg1"]})  # the second opens before the first closes
     b = open_study(tmp_path, settings, {"presets": ["vgg2"]})

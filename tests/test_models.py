@@ -83,7 +83,7 @@ def test_dropout_rates_must_match_positions():
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_dropout_keeps_the_rate_scale_and_gradient_of_torchs(cifar, p):
-    from cifarlab.models import Dropout
+    from cifarlab.models.vgg import Dropout
     x = torch.from_numpy(cifar.x_train[:512]).float().div(255).requires_grad_()  # 1.57M real values
     drop = Dropout(p)
     torch.manual_seed(0)
@@ -106,13 +106,13 @@ def test_dropout_keeps_the_rate_scale_and_gradient_of_torchs(cifar, p):
 
 
 def test_model_dropout_is_cifarlabs_own():
-    from cifarlab.models import Dropout
+    from cifarlab.models.vgg import Dropout
     net = VGG(batchnorm=True, dropout=[0.2, 0.3, 0.4, 0.5])
     assert [type(m) for m in net.modules() if isinstance(m, nn.Dropout)] == [Dropout] * 4
 
 
 def test_dropout_mask_follows_the_input_layout(cifar):
-    from cifarlab.models import Dropout, keep_mask
+    from cifarlab.models.vgg import Dropout, keep_mask
     x = torch.from_numpy(cifar.x_train[:64]).float().div(255).contiguous(memory_format=torch.channels_last)
     m = keep_mask(x, 0.3)
     assert m.is_contiguous(memory_format=torch.channels_last) and m.shape == x.shape

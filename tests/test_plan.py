@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from cifarlab.forecast import duration, epochs_done, forecast, images_per_epoch, makespan
-from cifarlab.study import job_config, Job, plan
+from cifarlab.study.forecast import duration, epochs_done, forecast, images_per_epoch, makespan
+from cifarlab.study.jobs import Job, job_config
+from cifarlab.study.runner import plan
 from conftest import STUDY_ARGS
 
 

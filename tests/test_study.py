@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from cifarlab.config import load_preset
-from cifarlab.study import STUDY_ORDER, Job, job_config, ordered_presets, run_status, scale_overrides
+from cifarlab.study.jobs import STUDY_ORDER, Job, job_config, ordered_presets, run_status, scale_overrides
 
 
 def test_every_study_row_is_a_preset_with_its_references():
@@ -125,7 +125,8 @@ def test_a_failing_run_is_reported_and_logged(tmp_path, capsys):
 
 def test_jobs_and_the_job_function_travel_to_other_processes():
     import pickle
-    from cifarlab.study import BACKENDS, plan, run_job
+    from cifarlab.study.jobs import run_job
+    from cifarlab.study.runner import BACKENDS, plan
     jobs = plan(["vgg3", "dropout"], 2, ["epochs=1"], "studies/x", workers=2)
     assert [j.label for j in jobs] == ["vgg3/seed0", "vgg3/seed1", "dropout/seed0", "dropout/seed1"]
     assert jobs[0].run_dir.endswith("runs/vgg3/seed0") and jobs[0].threads >= 1

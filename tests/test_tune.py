@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cifarlab.config import ConfigError, load_file
-from cifarlab.tune import parse_param
+from cifarlab.study.tune import parse_param
 from netns import loopback_only, require_loopback_namespace
 
 

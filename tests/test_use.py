@@ -13,8 +13,8 @@ import cifarlab
 from cifarlab import checkpoint
 from cifarlab.config import apply_overrides, load_preset
 from cifarlab.data import CLASSES
-from cifarlab.export import ATOL, RTOL, export_run
-from cifarlab.predict import ImageError, ModelError, load_image
+from cifarlab.inference.export import ATOL, RTOL, export_run
+from cifarlab.inference.predict import ImageError, ModelError, load_image
 from cifarlab.train import train
 
 N_FILES = 200  # test images written as files: even ones PNG, odd ones JPEG

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cifarlab.config import ConfigError, apply_overrides, from_dict, load_file, load_preset, preset_names, to_dict
-from cifarlab.study import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, Job, job_config
+from cifarlab.study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, Job, job_config
 
 # (override, a word the error must name): each accepted silently before, or a crash after an epoch
 BAD_OVERRIDES = [

@@ -402,3 +402,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 def apply_overrides(cfg: Config, items: list[str]) -> Config:
     return from_dict(parse_overrides(items), cfg)
+
+
+def resolve_config(preset: str | None, config: str | None, overrides: list[str]):
+    """Preset or file, then overrides; a run scaled away from its preset is marked not comparable."""
+    base = load_file(config) if config else load_preset(preset or "vgg3")
+    cfg = apply_overrides(base, overrides)
+    if cfg.epochs != base.epochs or cfg.subset != base.subset:
+        cfg.comparable = False
+    return cfg

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class CifarlabError(Exception):
     """A mistake in a setting, a file or a folder, explained in one line."""
+
+
+class UsageError(CifarlabError):
+    """A mistake in the command line (an option, an argument), printed without a traceback."""

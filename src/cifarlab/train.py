@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import __version__, checkpoint, distributed, runfolder, tensorboard
+from . import __version__, checkpoint, distributed, runfolder, runtime, tensorboard
 from .augment import alternating_flip_mask, augment_batch, crop, normalize
 from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
@@ -315,6 +315,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         raise ValueError("train() needs a config unless it resumes a run folder")
     if resume and force:
         raise ValueError("train(): resume continues a run, force starts it over; not both")
+    runtime.keep_freed_memory()  # a step re-allocates what the last one freed (runtime.py)
     if not distributed.is_main_process():  # rank 0 alone writes (and locks) the folder
         return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
     if not resume and not force:

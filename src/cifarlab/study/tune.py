@@ -21,7 +21,6 @@ Search-space syntax (--param KEY=SPACE, KEY a config key, arguments read as YAML
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -34,8 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import FIELDS, ConfigError, _check_type, from_dict, to_dict
-from .files import atomic_write, atomic_write_text
+from ..config import FIELDS, ConfigError, _check_type, from_dict, to_dict
+from ..files import atomic_write, atomic_write_text
 
 SPACES = {"loguniform": 2, "uniform": 2, "randint": 2, "lograndint": 2, "choice": None, "grid": None}
 METRIC = "val_acc"
@@ -125,7 +124,7 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
     """One trial: the base config with the sampled values, trained epoch by epoch."""
     from ray import tune
 
-    from .train import read_metrics, train
+    from ..train import read_metrics, train
     cfg = from_dict(decode(config, encoded), from_dict(base))
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     resume = False
@@ -277,7 +276,7 @@ def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seco
                parent: str | None = None) -> None:
     """The best trial as a preset file: `base: parent` (a preset name; else every setting
     is written out), the fixed overrides, the found values."""
-    from .config import load_preset
+    from ..config import load_preset
     d = to_dict(base_cfg)
     ref = to_dict(load_preset(parent)) if parent else to_dict(from_dict({}))
     changed = {k: v for k, v in d.items() if k not in BUDGET_KEYS and v != ref.get(k)}
@@ -295,69 +294,3 @@ def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seco
     atomic_write_text(path, head + "".join(
         f"{k}: {yaml.safe_dump(v, default_flow_style=True, width=1000).strip()}\n" if isinstance(v, (list, dict))
         else yaml.safe_dump({k: v}, default_flow_style=False, width=1000) for k, v in body.items()))
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("tune", help="hyperparameter search on Ray Tune (ASHA early stopping)",
-                       description="Search hyperparameters of PRESET on Ray Tune; each trial is a cifarlab run "
-                                   "validated on held-out training images. Writes OUT/tune.csv and OUT/best.yaml.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="Search-space syntax" + __doc__.split("Search-space syntax", 1)[1])
-    # one positional list: argparse cannot take a second one after options
-    p.add_argument("args", nargs="+", metavar="PRESET [key=value ...]",
-                   help="preset name or YAML config file, then fixed settings for every trial")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=SPACE",
-                   help="a searched key, e.g. 'lr=loguniform(1e-4,1e-1)' (repeat for more)")
-    p.add_argument("--samples", type=int, default=8, help="trials to sample (default 8)")
-    p.add_argument("--epochs", type=int, help="epochs of a trial that is not stopped early")
-    p.add_argument("--subset", type=int, help="train on a class-balanced subset of this many images")
-    p.add_argument("--val-split", type=int, help="held-out validation images (default: a tenth of the training images)")
-    p.add_argument("--out", help="output folder (default: tunes/PRESET-TIMESTAMP)")
-    p.add_argument("--address", help="join this Ray cluster (HOST:PORT) instead of starting one here")
-    p.add_argument("--cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs each trial holds (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0,
-                   help="GPUs each trial holds, a fraction shares one (default 0)")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial may be stopped")
-    p.add_argument("--reduction-factor", type=float, default=2, help="ASHA: keep 1 in this many at each rung")
-    p.add_argument("--baseline", action="store_true",
-                   help="make the first trial the preset's own values (a reference at the same budget)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (the trials train with the preset's seed)")
-    p.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFARLAB_DATA)")
-    p.set_defaults(func=cmd_tune)
-
-
-def cmd_tune(args) -> int:
-    from .cli import UsageError, resolve_config
-    args.preset, args.overrides = args.args[0], args.args[1:]
-    if "=" in args.preset:
-        raise UsageError(f"the first argument is the preset (or a YAML file), not {args.preset!r}")
-    if not args.param:
-        raise UsageError("give at least one --param KEY=SPACE to search")
-    if args.samples < 1:
-        raise UsageError("--samples must be at least 1")
-    params = [parse_param(s) for s in args.param]
-    is_file = args.preset.endswith((".yaml", ".yml")) or os.sep in args.preset
-    budget = [f"{k}={v}" for k, v in (("epochs", args.epochs), ("subset", args.subset),
-                                       ("val_split", args.val_split)) if v is not None]
-    cfg = resolve_config(None if is_file else args.preset, args.preset if is_file else None,
-                         args.overrides + budget)
-    if cfg.val_split == 0:
-        if args.val_split == 0 or "val_split=0" in args.overrides:
-            raise UsageError("tune validates on held-out training images; val_split must be above 0")
-        cfg = from_dict({"val_split": default_val_split(cfg)}, cfg)
-    cfg.threads = cfg.threads or max(1, int(args.cpus_per_trial))
-    cfg.checkpoint_every = 1  # Tune's trial checkpoints are the run's per-epoch checkpoints
-    out = Path(args.out or f"tunes/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    data = args.data or os.environ.get("CIFARLAB_DATA")
-    data = str(Path(data).resolve()) if data else None
-    print(f"tune {cfg.name}: {args.samples} trials x up to {cfg.epochs} epochs, subset={cfg.subset or 'all'}, "
-          f"validation on {cfg.val_split} held-out training images; searching "
-          + ", ".join(args.param) + f" -> {out}", flush=True)
-    rows = run_search(cfg, params, args.samples, out, args.address, args.cpus_per_trial, args.gpus_per_trial,
-                      args.grace_period, args.reduction_factor, args.seed, data, args.cpus, args.baseline,
-                      None if is_file else args.preset)
-    print(format_table(rows))
-    print(f"table: {out / 'tune.csv'}   best config: {out / 'best.yaml'}  "
-          f"(cifarlab train --config {out / 'best.yaml'})")
-    return 0

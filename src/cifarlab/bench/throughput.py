@@ -9,7 +9,7 @@ Contenders, on the same images, model and batch (64, fp32, SGD lr 0.001 momentum
 - cifarlab: train.py's own `make_batch` + `train_step` (uint8 data, batch augmentation);
 - plain: the loop most people write: nn.Sequential, a DataLoader over a Dataset that
   converts and augments one image at a time (numpy shift with edge fill, and flip);
-- keras: the same network in Keras on TensorFlow, in its own process (cifarlab.keras_worker);
+- keras: the same network in Keras on TensorFlow, in its own process (cifarlab.bench.keras_worker);
   skipped with a note when TensorFlow is not importable by --keras-python.
 - cifarlab-bf16, keras-bf16: the same two in bf16 mixed precision (amp=bf16; Keras's
   "mixed_bfloat16" policy), run only where the device computes bf16 natively (a CPU with
@@ -36,9 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import apply_overrides, load_preset
-from .files import atomic_write_text
-from .train import (build_training, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
+from ..config import apply_overrides, load_preset
+from ..train import (build_training, pick_device, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
                     setup_threads, train_step)
 
 VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
@@ -124,7 +123,7 @@ def _sync(device):
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    from .train import cpu_name
+    from ..train import cpu_name
     return f"{cpu_name()}, {torch.get_num_threads()} threads of {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
@@ -137,7 +136,7 @@ class CifarlabContender:
         self.cfg, self.device = cfg, device
         self.data = prepare_data(cfg, device)
         self.model, self.fwd, self.opt = build_training(cfg, device)
-        from .train import amp_dtype
+        from ..train import amp_dtype
         self.amp = amp_dtype(cfg, device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.n = len(self.data.y_train)
@@ -243,7 +242,7 @@ class KerasContender:
         np.savez(path, x=x.transpose(0, 2, 3, 1), y=y)  # Keras wants channels last
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([python, "-m", "cifarlab.keras_worker", str(path), model,
+        self.proc = subprocess.Popen([python, "-m", "cifarlab.bench.keras_worker", str(path), model,
                                       *(["bf16"] if bf16 else [])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
@@ -387,7 +386,7 @@ def run(args, log=print) -> dict:
     models = [m for m in (args.models if args.models is not None else
                           "" if args.runs else "vgg3,combined").split(",") if m]
     setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
               "subset": args.subset, "models": [], "command": sys.argv}
     log(f"device: {result['device']}")
@@ -473,32 +472,3 @@ def report(result: dict) -> str:
                if hit else "not reached")
         lines.append(f"time to {t['target']:.2%}: {t['run']}: {msg}")
     return "\n".join(lines)
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="training throughput: cifarlab vs a plain PyTorch loop vs Keras",
-                       description=__doc__.split("\n\n")[1], formatter_class=__import__("argparse").RawTextHelpFormatter)
-    p.add_argument("--models", help="comma list of: vgg3, combined (default both; none with --runs alone)")
-    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of: " + ", ".join(CONTENDERS))
-    p.add_argument("--reps", type=int, default=5, help="alternating repetitions (default 5)")
-    p.add_argument("--steps", type=int, default=50, help="steps of batch 64 per repetition (default 50)")
-    p.add_argument("--subset", type=int, default=4000, help="training images used (default 4000)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    p.add_argument("--peak-gflops", type=float, default=0.0, help="the device's fp32 peak; default: measure it")
-    p.add_argument("--peak-bf16-gflops", type=float, default=0.0, help="the device's bf16 peak; default: measure it")
-    p.add_argument("--no-peak", action="store_true", help="neither measure nor print the peak")
-    p.add_argument("--no-eval", action="store_true", help="skip timing the test-set evaluation")
-    p.add_argument("--keras-python", help="Python with TensorFlow for the Keras contender (default: this one)")
-    p.add_argument("--plain-workers", type=int, default=0, help="DataLoader workers of the plain loop")
-    p.add_argument("--runs", nargs="*", help="run folders: report their time to --target")
-    p.add_argument("--target", type=float, default=0.88, help="accuracy for time-to-accuracy (default 0.88)")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.set_defaults(func=cmd_bench)
-
-
-def cmd_bench(args) -> int:
-    result = run(args)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
-    return 0

@@ -6,7 +6,7 @@
     cifarlab study --epochs-scale 0.1 subset=20000  # scaled runs are marked not comparable
     cifarlab study --backend ray --address HOST:6379   # each run a Ray task (ray_backend.py)
 
-    from cifarlab.study import plan, run_job, BACKENDS
+    from cifarlab.study.runner import plan, run_job, BACKENDS
     jobs = plan(["vgg3"], seeds=2, overrides=["epochs=2"], study_dir="studies/x")
     results = BACKENDS["local"](jobs, workers=2)
 
@@ -15,8 +15,8 @@ folder per job, STUDY_DIR/runs/<preset>/seed<k>/ (see train.py). A run folder wi
 summary.json is finished and skipped; one with checkpoint.pt resumes; a run folder
 in use by another process (an flock on its .lock) is left alone.
 
-Execution is a plain function `run_job(job)` (importable and picklable, so any
-backend can call it: worker processes here, Ray tasks elsewhere) and a backend, a
+Execution is a plain function `run_job(job)` (jobs.py: importable and picklable, so
+any backend can call it: worker processes here, Ray tasks elsewhere) and a backend, a
 function `(jobs, workers, on_result) -> results` registered in BACKENDS.
 """
 from __future__ import annotations
@@ -30,183 +30,13 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed, wait
-from dataclasses import dataclass
 from pathlib import Path
 import multiprocessing as mp
 
-from . import checkpoint
-from .errors import CifarlabError
-
-# The study's experiment table, in its order; presets outside it follow, by name.
-STUDY_ORDER = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
-               "dropout_augmentation", "combined", "centered", "adam", "adamw", "cosine", "cosine_restarts",
-               "step_decay", "warmup_cosine", "bn_dropout_swapped", "bn_only", "dropout_only"]
-
-# --quick: every preset on 2 CPU cores in about 30 minutes. A class-balanced 5,000-image
-# subset (4,500 train, 500 held out for the per-epoch curves, so validation costs
-# 0.1 s an epoch instead of 2.5 s), each preset's epochs scaled by 1/50 (100 -> 2,
-# 400 -> 8), two seeds so the statistics have something to test.
-QUICK_OVERRIDES = ["subset=5000", "val_split=500"]
-QUICK_EPOCHS_SCALE = 0.02
-QUICK_SEEDS = 2
-# Settings that must agree between invocations on one study folder (the rest, such
-# as --only, --seeds and --workers, may change: they add or schedule runs).
-SETTINGS = ("overrides", "epochs_scale", "quick")
-
-
-class StudyError(CifarlabError, ValueError):
-    """A bad study command or a study folder made with other settings."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run: a preset at one seed with the study's overrides, into run_dir."""
-    preset: str
-    seed: int
-    overrides: tuple = ()  # key=value strings, applied after the preset
-    run_dir: str = ""
-    epochs_scale: float = 1.0
-    data_path: str | None = None
-    threads: int = 0  # CPU threads for this run (0: all cores)
-    command: tuple = ()  # the study command that planned it, kept in the run's summary.json
-
-    @property
-    def label(self) -> str:
-        return f"{self.preset}/seed{self.seed}"
-
-
-def ordered_presets(names=None) -> list[str]:
-    from .config import preset_names
-    known = preset_names()
-    if names:
-        bad = [n for n in names if n not in known]
-        if bad:
-            raise StudyError(f"unknown preset{'s' if len(bad) > 1 else ''} {', '.join(bad)}; "
-                             f"choose from: {', '.join(known)}")
-        pool = names
-    else:
-        pool = known
-    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
-    return sorted(dict.fromkeys(pool), key=lambda n: (rank.get(n, len(rank)), n))
-
-
-def scale_overrides(cfg, scale: float) -> list[str]:
-    """key=value overrides that shorten (or lengthen) a preset by `scale`, keeping its shape.
-
-    Epoch-denominated lengths (warm-up, cosine period, piecewise boundaries in epochs)
-    scale with the run; boundaries given in optimiser steps stay where the source put them.
-    """
-    if scale == 1.0:
-        return []
-    out = [f"epochs={max(1, round(cfg.epochs * scale))}"]
-    if cfg.warmup_epochs:
-        out.append(f"warmup_epochs={cfg.warmup_epochs * scale!r}")
-    if cfg.decay_epochs:
-        out.append(f"decay_epochs={cfg.decay_epochs * scale!r}")
-    if cfg.schedule == "piecewise" and cfg.boundary_unit == "epochs":
-        out.append(f"boundaries={[b * scale for b in cfg.boundaries]}")
-    return out
-
-
-def job_config(job: Job):
-    """The resolved config of a job: preset, epoch scale, overrides, seed.
-
-    cli.resolve_config marks a run whose epochs or subset differ from its preset as
-    not comparable to the references.
-    """
-    from .cli import resolve_config
-    from .config import load_preset, validate
-    if "seed" in {o.partition("=")[0].strip() for o in job.overrides}:
-        raise StudyError("seed= is set per run by the study; use --seeds N")
-    scale = scale_overrides(load_preset(job.preset), job.epochs_scale)
-    cfg = resolve_config(job.preset, None, scale + list(job.overrides))
-    cfg.seed = job.seed
-    return validate(cfg)
-
-
-def run_status(run_dir) -> str:
-    """finished (summary.json), partial (checkpoint.pt), or new."""
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").is_file():
-        return "finished"
-    if (run_dir / "checkpoint.pt").is_file():
-        return "partial"
-    return "new"
-
-
-def config_mismatch(job: Job) -> str | None:
-    """How a run folder's config.yaml differs from the job's config, or None when it agrees (or is absent)."""
-    from .config import ConfigError, differences, from_dict, read_yaml, to_dict
-    from .runfolder import describe
-    path = Path(job.run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    want = job_config(job)
-    try:
-        have = from_dict(read_yaml(path))
-    except ConfigError as e:
-        return f"its config.yaml cannot be read ({e})"
-    diff = differences(have, want)
-    if not diff:
-        return None
-    return (f"{job.label} was trained with other settings than this study's: "
-            f"{describe(diff, to_dict(have), to_dict(want), 'its config.yaml', 'this study')}; "
-            f"it is left as it is (move it away to train it again)")
-
-
-def run_job(job: Job) -> dict:
-    """Run one job to the end in this process; never recompute a finished run.
-
-    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed, "seconds",
-    "test_acc", "error"}. A run folder whose config.yaml differs from the job's config
-    is not touched (mismatch). The run's own output goes to run_dir/train.log.
-    """
-    from .runfolder import ConfigMismatchError, RunBusyError
-    from .train import train
-    run_dir = Path(job.run_dir)
-    out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
-    mismatch = config_mismatch(job)
-    if mismatch:
-        out["status"], out["error"] = "mismatch", mismatch
-        return out
-    if run_status(run_dir) == "finished":
-        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
-        return out
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
-        os.environ["CIFARLAB_THREADS"] = str(job.threads)
-    t0, started = time.perf_counter(), time.time()
-    try:
-        with open(run_dir / "train.log", "a") as logf:
-            def log(*a):
-                print(*a, file=logf, flush=True)
-            cmd = list(job.command) or None
-            out["status"] = "resumed" if run_status(run_dir) == "partial" else "trained"
-            # resume=True: a checkpoint (or a config.yaml from a start cut short) continues,
-            # after train() has checked, under the run's lock, that it is this job's run
-            s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
-                      command=cmd)
-        out["test_acc"] = s["test_acc"]
-        if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
-            out["status"] = "skipped"
-    except RunBusyError:  # another process (an older study still running?) has it
-        out["status"] = "busy"
-    except ConfigMismatchError as e:  # changed between the check above and the lock
-        out["status"], out["error"] = "mismatch", str(e)
-    except KeyboardInterrupt:
-        with open(run_dir / "train.log", "a") as logf:
-            print("interrupted; the run resumes from its last checkpoint", file=logf)
-        raise
-    except Exception as e:  # one failed run must not stop the others; the study reports it
-        out["status"], out["error"] = "failed", f"{type(e).__name__}: {e}"
-        with open(run_dir / "train.log", "a") as logf:
-            traceback.print_exc(file=logf)
-    finally:
-        out["seconds"] = time.perf_counter() - t0
-    return out
+from .. import checkpoint
+from .jobs import SETTINGS, Job, StudyError, job_config, ordered_presets, run_job, run_status
 
 
 # --- backends --------------------------------------------------------------------------
@@ -465,75 +295,3 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
     for r in failed:
         log(f"  {r['job']['preset']}/seed{r['job']['seed']}: {r['status']} {r['error'] or ''}")
     return results
-
-
-def plan_study(presets, seeds: int, workers: int, study_dir, overrides, epochs_scale: float = 1.0,
-               data_path=None, seconds: float = 3.0, log=print) -> int:
-    """`study --plan`: what the same command would run and how long it would take; runs nothing,
-    writes nothing."""
-    from .cli import UsageError
-    from .forecast import forecast
-    if workers < 1 or seeds < 1 or epochs_scale <= 0 or seconds <= 0:
-        raise UsageError("--workers and --seeds must be at least 1, --epochs-scale and --plan-seconds above 0")
-    try:
-        jobs = plan(ordered_presets(presets), seeds, list(overrides), study_dir, epochs_scale, data_path, workers)
-    except StudyError as e:
-        raise UsageError(str(e)) from None
-    fc = forecast(jobs, workers, seconds, log=lambda m: print(m, file=sys.stderr))
-    log(f"study {study_dir}")
-    log(fc.table())
-    return 0
-
-
-# --- command line ----------------------------------------------------------------------
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("study", help="run presets x seeds into one study folder (resumable)",
-                       description="Run every (preset, seed) pair into STUDY_DIR/runs/PRESET/seedK. "
-                                   "Re-running the same command skips finished runs and resumes "
-                                   "interrupted ones.")
-    p.add_argument("--only", help="comma-separated presets (default: all, in the study's order)")
-    p.add_argument("--seeds", type=int, help=f"seeds per preset, 0..N-1 (default 1; --quick: {QUICK_SEEDS})")
-    p.add_argument("--workers", type=int, default=1, help="parallel runs; CPU threads are divided among them")
-    p.add_argument("--out", help="study folder (default: studies/quick with --quick, else studies/full)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"pipeline check: {' '.join(QUICK_OVERRIDES)}, epochs x {QUICK_EPOCHS_SCALE}, "
-                        f"{QUICK_SEEDS} seeds (about 30 min for all presets on 2 CPU cores)")
-    p.add_argument("--epochs-scale", type=float, help="multiply every preset's epochs (and schedule lengths)")
-    p.add_argument("--backend", default="local", help=f"how jobs run: {', '.join(BACKENDS)} (default local)")
-    p.add_argument("--address", help="ray: join the Ray cluster at HOST:PORT (default: start one here)")
-    p.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run holds; 0.25 packs 4 runs on a GPU")
-    p.add_argument("--data", help="CIFAR-10 folder or archive (default: $CIFARLAB_DATA, then the user cache)")
-    p.add_argument("--plan", action="store_true",
-                   help="run nothing: list the runs, time each network here for a few seconds, and project "
-                        "the hours per run and for the whole study on --workers")
-    p.add_argument("--plan-seconds", type=float, default=3.0, help="--plan: seconds to time each network")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
-    p.set_defaults(func=cmd_study)
-
-
-def cmd_study(args) -> int:
-    overrides = (QUICK_OVERRIDES if args.quick else []) + list(args.overrides)
-    scale = args.epochs_scale if args.epochs_scale is not None else (QUICK_EPOCHS_SCALE if args.quick else 1.0)
-    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else 1)
-    out = args.out or ("studies/quick" if args.quick else "studies/full")
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    given = {k: getattr(args, k) for k in ("address", "gpus_per_run") if getattr(args, k) is not None}
-    wrong = [k for k in given if k not in BACKEND_OPTIONS.get(args.backend, ())]
-    if wrong:
-        from .cli import UsageError
-        raise UsageError(f"--{wrong[0].replace('_', '-')} is an option of --backend ray, not {args.backend}")
-    if args.plan:
-        return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds)
-    try:
-        results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
-                            args.backend, backend_options=given)
-    except StudyError as e:
-        from .cli import UsageError
-        raise UsageError(str(e)) from None
-    except KeyboardInterrupt:
-        again = getattr(args, "command_line", None) or f"cifarlab study --out {out} ..."
-        print(f"\ncifarlab study: interrupted; every run stopped part-way resumes from its last checkpoint. "
-              f"Continue with the same command: {again}", file=sys.stderr)
-        return 130
-    return 1 if any(r["status"] in ("failed", "busy", "mismatch") for r in results) else 0

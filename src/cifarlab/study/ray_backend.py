@@ -3,10 +3,10 @@
     cifarlab study --backend ray                                  # a private Ray instance here
     cifarlab study --backend ray --address 10.0.0.5:6379 --gpus-per-run 0.25
 
-    from cifarlab.ray_backend import run_ray
+    from cifarlab.study.ray_backend import run_ray
     results = run_ray(jobs, workers=2, on_result=print, address="127.0.0.1:6379")
 
-A task calls the same `study.run_job(job)` as the local backend, so it writes the same
+A task calls the same `jobs.run_job(job)` as the local backend, so it writes the same
 run folder (STUDY_DIR/runs/PRESET/seedK), skips a finished run and resumes an
 interrupted one; the folder must therefore be on a file system every node sees (one
 machine, or a shared mount such as NFS at the same path). Each task declares
@@ -31,7 +31,7 @@ def run_ray(jobs: list, workers: int = 1, on_result=None, address: str | None = 
             gpus_per_run: float = 0.0) -> list[dict]:
     """Run jobs as Ray tasks (starting a local instance unless `address` names a cluster)."""
     from .cluster import connect
-    from .study import run_job
+    from .jobs import run_job
     ray = connect(address, num_cpus=None)
     on_result = on_result or (lambda r: None)
     _check_fits(ray, jobs, gpus_per_run)
@@ -60,7 +60,7 @@ def run_ray(jobs: list, workers: int = 1, on_result=None, address: str | None = 
 
 def _check_fits(ray, jobs, gpus_per_run: float) -> None:
     """Fail fast when no node could ever hold one run (Ray would wait for ever)."""
-    from .study import StudyError
+    from .jobs import StudyError
     need_cpu = max((j.threads or 1) for j in jobs) if jobs else 0
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if not any(n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= gpus_per_run

@@ -16,7 +16,6 @@ when this machine has one.
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import CLASSES
-from .errors import CifarlabError
+from ..data import CLASSES
+from ..errors import CifarlabError
 
 SIZE = 32  # CIFAR-10 images are 32x32 pixels
 EXPORT_CONFIG = "model.json"  # the exported model's description, beside its weights
@@ -161,12 +160,12 @@ class Model:
         """Logits (float32, CPU) of a uint8 batch (N, 3, 32, 32); with tta, the log of the
         mean of the plain and mirrored views' probabilities, as train.evaluate computes it."""
         if self.backend == "torch":
-            from .train import evaluate
+            from ..train import evaluate
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
             return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
                             batch_size, self.config.get("channels_last", True), None, tta)["logits"]
-        from .augment import normalize
-        from .train import tta_views
+        from ..augment import normalize
+        from ..train import tta_views
         out = []
         for i in range(0, len(x), batch_size):
             xb = normalize(x[i:i + batch_size], self.mean, self.std)
@@ -191,7 +190,7 @@ class Model:
         if len(batch) == 0:
             return []
         p = self.logits(batch, tta=tta).softmax(1).numpy()
-        return [_prediction(n, row, top, self.classes) for n, row in zip(names, p)]
+        return [prediction(n, row, top, self.classes) for n, row in zip(names, p)]
 
     def evaluate(self, tta: bool = False, data=None) -> dict:
         """Accuracy and loss on the CIFAR-10 test set, per class and as a confusion matrix."""
@@ -199,7 +198,7 @@ class Model:
         return evaluate_model(self, tta=tta, data=data)
 
 
-def _prediction(name: str, p: np.ndarray, k: int, classes) -> Prediction:
+def prediction(name: str, p: np.ndarray, k: int, classes) -> Prediction:
     order = np.argsort(-p, kind="stable")[:max(1, k)]
     return Prediction(name, [(classes[i], float(p[i])) for i in order], p)
 
@@ -231,7 +230,7 @@ def load(path, device: str = "auto") -> Model:
 
 
 def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Module, torch.device]:
-    from .train import pick_device
+    from ..train import pick_device
     try:
         dev = pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
     except RuntimeError as e:
@@ -244,7 +243,7 @@ def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Mo
 
 
 def load_checkpoint(path, device: str = "auto") -> Model:
-    from . import checkpoint
+    from .. import checkpoint
     state = checkpoint.read(path)  # map_location="cpu": GPU-written tensors land on the CPU
     try:
         net = checkpoint.model_from_checkpoint(state)
@@ -294,7 +293,7 @@ def load_export(path, device: str = "auto") -> Model:
     except ImportError:
         raise ModelError("reading safetensors needs the safetensors package: pip install 'cifarlab[export]'") \
             from None
-    from .models import build_model
+    from ..models import build_model
     net = build_model(_meta_config(meta, meta_path))
     try:
         net.load_state_dict(load_file(str(path), device="cpu"))
@@ -332,7 +331,7 @@ def _read_meta(path: Path) -> dict:
 
 
 def _meta_config(meta: dict, path: Path):
-    from .config import ConfigError, from_dict
+    from ..config import ConfigError, from_dict
     try:
         return from_dict(meta["config"])
     except ConfigError as e:
@@ -340,49 +339,3 @@ def _meta_config(meta: dict, path: Path):
 
 
 # --- the `predict` verb -----------------------------------------------------------------
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="predict the class of image files",
-                       description="Predict the classes of image files (PNG, JPEG, BMP, GIF, WebP, TIFF, any "
-                                   "size: resized to 32x32 as Keras load_img does) with a run or an exported "
-                                   "model. A file that fails is reported on stderr and the others are still "
-                                   "predicted; the exit status is 1 if any failed.")
-    p.add_argument("model", metavar="RUN_DIR", help="run folder, export folder, or .pt/.safetensors/.onnx file")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", "-k", type=int, default=3, help="how many classes to show (default 3)")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda")
-    p.set_defaults(func=cmd_predict)
-
-
-def cmd_predict(args) -> int:
-    from .cli import UsageError
-    if not 1 <= args.top <= len(CLASSES):
-        raise UsageError(f"--top must be between 1 and {len(CLASSES)}")
-    try:
-        model = load(args.model, args.device)
-    except ModelError as e:
-        raise UsageError(str(e)) from None
-    arrays, names, errors = [], [], []
-    for path in args.images:  # read each on its own, so one bad file spoils nothing else
-        try:
-            arrays.append(load_image(path))
-            names.append(path)
-        except ImageError as e:
-            errors.append({"file": path, "error": str(e)})
-            print(f"cifarlab predict: error: {e}", file=sys.stderr)
-    results = []
-    if arrays:
-        probs = model.probs(np.stack(arrays), tta=args.tta)
-        results = [_prediction(n, p, args.top, model.classes) for n, p in zip(names, probs)]
-    if args.json:
-        print(json.dumps({"model": str(args.model), "predictions": [r.as_dict() for r in results],
-                          "errors": errors}, indent=2))
-    else:
-        width = max((len(r.source) for r in results), default=0)
-        for r in results:
-            print(f"{r.source:<{width}}  " + "  ".join(f"{c:<10} {p:6.1%}" for c, p in r.top).rstrip())
-    if errors:
-        print(f"cifarlab predict: {len(errors)} of {len(args.images)} file(s) failed", file=sys.stderr)
-    return 1 if errors else 0

@@ -1,6 +1,6 @@
 """How long a study will take, before it starts: `cifarlab study --plan`.
 
-    from cifarlab.forecast import forecast
+    from cifarlab.study.forecast import forecast
     fc = forecast(jobs, workers=2)          # jobs: study.plan(...); measures each network a few seconds
     print(fc.table())
 
@@ -21,9 +21,14 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..errors import UsageError
+from .jobs import StudyError, job_config, ordered_presets, run_status
+from .runner import plan
 
 # Settings that change what a training step costs; everything else (seeds, rates,
 # schedules, epochs) changes how many steps there are or nothing at all.
@@ -106,7 +111,7 @@ def duration(seconds: float) -> str:
 
 
 def network_key(cfg) -> str:
-    from .config import to_dict
+    from ..config import to_dict
     d = to_dict(cfg)
     return json.dumps({k: d[k] for k in COST_KEYS}, sort_keys=True)
 
@@ -131,7 +136,7 @@ def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
     through the training loop's own make_batch and train_step, on random images."""
     import torch
 
-    from .train import Data, _device_name, amp_dtype, build_training, evaluate, make_batch, train_step
+    from ..train import Data, _device_name, amp_dtype, build_training, evaluate, make_batch, train_step
     if device.type == "cpu":
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -189,8 +194,7 @@ def makespan(durations: list[float], workers: int) -> float:
 
 def forecast(jobs, workers: int, seconds: float = 3.0, log=None) -> Forecast:
     """Project every job of a study plan (see study.plan) on this device; measures each network once."""
-    from .study import job_config, run_status
-    from .train import pick_device
+    from ..train import pick_device
     speeds: dict[str, Speed] = {}
     by_key: dict[str, str] = {}
     runs = []
@@ -217,3 +221,19 @@ def forecast(jobs, workers: int, seconds: float = 3.0, log=None) -> Forecast:
         runs.append(r)
     total = makespan([r.seconds for r in runs if r.status != "finished"], workers)
     return Forecast(runs, speeds, workers, total, next(iter(speeds.values())).device if speeds else "")
+
+
+def plan_study(presets, seeds: int, workers: int, study_dir, overrides, epochs_scale: float = 1.0,
+               data_path=None, seconds: float = 3.0, log=print) -> int:
+    """`study --plan`: what the same command would run and how long it would take; runs nothing,
+    writes nothing."""
+    if workers < 1 or seeds < 1 or epochs_scale <= 0 or seconds <= 0:
+        raise UsageError("--workers and --seeds must be at least 1, --epochs-scale and --plan-seconds above 0")
+    try:
+        jobs = plan(ordered_presets(presets), seeds, list(overrides), study_dir, epochs_scale, data_path, workers)
+    except StudyError as e:
+        raise UsageError(str(e)) from None
+    fc = forecast(jobs, workers, seconds, log=lambda m: print(m, file=sys.stderr))
+    log(f"study {study_dir}")
+    log(fc.table())
+    return 0

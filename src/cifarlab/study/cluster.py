@@ -1,6 +1,6 @@
 """Ray, imported only when a command asks for it, and joined or started in one place.
 
-    from cifarlab.cluster import connect
+    from cifarlab.study.cluster import connect
     ray = connect("127.0.0.1:6379")   # join a running cluster (`ray start --head ...`)
     ray = connect(None)               # or start a private one on this machine
 
@@ -24,7 +24,7 @@ def require_ray():
         import ray
         import ray.tune  # noqa: F401  (tune pulls in pandas/pyarrow: part of the same extra)
     except ImportError as e:
-        from .cli import UsageError
+        from ..errors import UsageError
         raise UsageError(f"this command runs on Ray, which is not installed ({e.msg}); {INSTALL}") from None
     return ray
 

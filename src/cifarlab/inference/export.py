@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .files import atomic_write, atomic_write_text, sweep, temp_file
-from .data import CLASSES
-from .errors import CifarlabError
+from .. import __version__
+from ..files import atomic_write, atomic_write_text, sweep, temp_file
+from ..data import CLASSES
+from ..errors import CifarlabError
 from .predict import EXPORT_CONFIG, load_checkpoint, load_export
 
 FORMATS = ("onnx", "safetensors")
@@ -61,8 +61,8 @@ def describe(model, run_dir: Path) -> dict:
 
 def _reference(model, data, n: int):
     """The first `n` real test images (uint8), their normalised float input and PyTorch's logits."""
-    from .augment import normalize
-    from .data import load_cifar10
+    from ..augment import normalize
+    from ..data import load_cifar10
     x = torch.from_numpy(load_cifar10(data).x_test[:n])
     return x, normalize(x, model.mean, model.std).contiguous(), model.logits(x)
 
@@ -166,32 +166,3 @@ def export_run(run_dir, fmt: str, out=None, data=None) -> dict:
         raise ExportError(f"{path} reloaded gives logits off by {check['max_abs_diff']:.3g}")
     return {"path": str(path), "config": str(out_dir / EXPORT_CONFIG), "format": fmt, "check": check,
             "bytes": path.stat().st_size}
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a run's model as ONNX or safetensors",
-                       description="Export a run's model with model.json (config, normalisation, classes) "
-                                   "beside it, checked against PyTorch on real test images before it is kept.")
-    p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", help="output folder (default: exports/RUN_NAME)")
-    p.add_argument("--data", help="CIFAR-10 folder or archive, for the check (default: $CIFARLAB_DATA, "
-                                  "then the user cache)")
-    p.set_defaults(func=cmd_export)
-
-
-def cmd_export(args) -> int:
-    from .cli import UsageError
-    if not (Path(args.run) / "checkpoint.pt").is_file():
-        raise UsageError(f"{args.run}: not a run folder with a checkpoint.pt")
-    try:
-        r = export_run(args.run, args.format, args.out, args.data)
-    except ExportError as e:
-        raise UsageError(str(e)) from None
-    c = r["check"]
-    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB) and {r['config']}")
-    print(f"checked on {c['images']} CIFAR-10 test images, reloaded"
-          + (" in onnxruntime" if args.format == "onnx" else " from the export folder")
-          + f": max |logit difference| {c['max_abs_diff']:.2g} (tolerance {ATOL:g} + {RTOL:g}*|logit|), "
-          f"top-1 agrees on {c['top1_agree']}/{c['images']}")
-    return 0

@@ -3,7 +3,7 @@
     cifarlab report studies/quick          # -> studies/quick/report.html, report.md, report.json
     cifarlab report                        # the most recent study under ./studies
 
-    from cifarlab.report import collect, write_report
+    from cifarlab.study.report import collect, write_report
     rows = collect("studies/quick")        # one row per experiment, from the runs' summary.json
 
 The HTML embeds every figure as base64 PNG, so the one file opens offline; report.md
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .study import STUDY_ORDER
+from .jobs import STUDY_ORDER
 
 # The study's claims, as (experiment, compared with, what the seed report said).
 CLAIMS = [
@@ -88,7 +88,7 @@ def arithmetic(summary: dict, config: dict) -> str:
 
 def load_run(run_dir: Path) -> dict | str:
     """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
-    from .train import read_metrics
+    from ..train import read_metrics
     if not (run_dir / "summary.json").is_file():
         return ""
     s = json.loads((run_dir / "summary.json").read_text())
@@ -187,9 +187,9 @@ def mean_history(rs: list[dict]) -> list[dict]:
 def best_run_analysis(run: dict, data_path=None) -> dict:
     """Per-class accuracy and the confusion matrix of one run, from its checkpoint on the test set."""
     import torch
-    from .checkpoint import load, model_from_checkpoint
-    from .data import CLASSES, load_cifar10
-    from .train import evaluate
+    from ..checkpoint import load, model_from_checkpoint
+    from ..data import CLASSES, load_cifar10
+    from ..train import evaluate
     state = load(run["dir"] / "checkpoint.pt")
     model = model_from_checkpoint(state)
     ds = load_cifar10(data_path)
@@ -211,7 +211,7 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
 
 def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     """Every number of the report; figures drawn into STUDY_DIR/report_files/ when asked."""
-    from . import plots
+    from .. import plots
     study_dir = Path(study_dir)
     if not (study_dir / "runs").is_dir():
         raise FileNotFoundError(f"{study_dir} is not a study folder (no runs/); run `cifarlab study` first")
@@ -245,7 +245,7 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
     best = max((r for n in names for r in runs[n]), key=lambda r: r["summary"]["test_acc"])
-    from .errors import CifarlabError
+    from ..errors import CifarlabError
     try:
         b = best_run_analysis(best, data_path)
     except (FileNotFoundError, CifarlabError) as e:  # no checkpoint, a damaged one, no test set: the rest stands
@@ -277,7 +277,7 @@ NOTE_BEYOND = ("‡ beyond the study: a recipe the study did not run (cifarlab's
 
 def beyond_lines(rep: dict) -> list[str]:
     """One sentence per beyond-the-study row: its accuracy and time beside the study's epochs."""
-    from .config import load_preset
+    from ..config import load_preset
     study = [r for r in rep["rows"] if not r["beyond_study"]]
     lines = []
     for r in rep["rows"]:
@@ -492,7 +492,7 @@ def render_html(rep: dict, study_dir: Path) -> str:
 def write_report(study_dir, data_path=None) -> dict:
     study_dir = Path(study_dir)
     rep = collect(study_dir, data_path)
-    from .checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text
     atomic_write_text(study_dir / "report.md", render_md(rep))
     atomic_write_text(study_dir / "report.html", render_html(rep, study_dir))
     atomic_write_text(study_dir / "report.json", json.dumps(rep, indent=2, default=str))
@@ -538,7 +538,7 @@ def _short_device(device: str) -> str:
 def readme_table(rep: dict, expect: str | None = None) -> str:
     """The results as a Markdown table for a README: every planned run, finished or not (a run
     that is missing says so; nothing is filled in)."""
-    from .config import load_preset, preset_names
+    from ..config import load_preset, preset_names
     from .forecast import epochs_done
     rows = {r["experiment"]: r for r in rep["rows"]}
     study_dir = Path(rep["study_dir"])
@@ -571,7 +571,7 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
 
 def update_readme(readme, table: str) -> None:
     """Replace the text between README_BEGIN and README_END in `readme` with `table`."""
-    from .checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text
     readme = Path(readme)
     check_readme(readme)
     text = readme.read_text()
@@ -601,7 +601,7 @@ def copy_records(study_dir, dest) -> list[Path]:
     """Copy the study's records (RECORD_FILES: settings, configs, metrics, summaries, curves, logs and
     the report; never checkpoints) of its finished runs into `dest`, replacing older copies; returns
     the files written."""
-    from .files import atomic_write
+    from ..files import atomic_write
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
     if dest == study_dir:
         raise ValueError(f"--records {dest} is the study folder itself; name another folder")
@@ -623,47 +623,3 @@ def latest_study(root="studies") -> Path:
     if not found:
         raise FileNotFoundError(f"no study under {root}/; run `cifarlab study` or name a study folder")
     return found[-1].parent
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="write report.html and report.md for a study folder",
-                       description="Summarise a study folder: results table with references, learning "
-                                   "curves, group overlays, the best run's confusion matrix, statistics.")
-    p.add_argument("study_dir", nargs="?", help="study folder (default: the most recent under ./studies)")
-    p.add_argument("--data", help="CIFAR-10 folder or archive, for the best run's confusion matrix")
-    p.add_argument("--readme", metavar="FILE", help="also write the results table into FILE, between the lines "
-                                                    f"{README_BEGIN} and {README_END}")
-    p.add_argument("--records", metavar="DIR", help="also copy the study's records (no checkpoints) and this "
-                                                    "report into DIR, e.g. results/NAME in a repository")
-    p.add_argument("--expect", metavar="PRESET[:SEEDS],...",
-                   help="--readme: runs the table lists as not finished until they are (besides study.json's)")
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_report(args) -> int:
-    try:
-        parse_expect(args.expect)
-        if args.readme:
-            check_readme(args.readme)  # before the report's work, not after
-        if args.records and args.study_dir and Path(args.records).resolve() == Path(args.study_dir).resolve():
-            raise ValueError(f"--records {args.records} is the study folder itself; name another folder")
-    except ValueError as e:
-        from .cli import UsageError
-        raise UsageError(str(e)) from None
-    study_dir = Path(args.study_dir) if args.study_dir else latest_study()
-    rep = write_report(study_dir, args.data)
-    print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
-          f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons")
-    print(f"-> {study_dir / 'report.md'}")
-    if args.records:
-        try:
-            files = copy_records(study_dir, args.records)
-        except ValueError as e:
-            from .cli import UsageError
-            raise UsageError(str(e)) from None
-        print(f"-> {args.records} ({len(files)} record files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB)")
-    if args.readme:
-        update_readme(args.readme, readme_table(rep, args.expect))
-        print(f"-> {args.readme} (results table)")
-    print(f"-> {study_dir / 'report.html'}")  # the page to open, last
-    return 0

@@ -1,7 +1,7 @@
 """The study's VGG family, initialised as Keras initialises it.
 
-    from cifarlab.models import build_model
-    net = build_model(cfg)            # cfg: cifarlab.config.Config
+    from cifarlab.models.vgg import VGG
+    net = VGG(blocks=3, widths=[32, 64, 128], dense=128, dropout=0.0, batchnorm=False)
     net(torch.zeros(8, 3, 32, 32))    # logits, shape (8, 10)
 
 A block is Conv3x3-ReLU -> Conv3x3-ReLU -> MaxPool2 (Keras `padding="same"`); where
@@ -126,16 +126,3 @@ class VGG(nn.Module):
         """The weights Keras's `l2(c)` regularises in the study: every conv and the hidden dense kernel."""
         ks = [m.weight for m in self.features if isinstance(m, nn.Conv2d)]
         return ks + [m.weight for m in self.head[:-1] if isinstance(m, nn.Linear)]
-
-
-def build_model(cfg) -> nn.Module:
-    if cfg.model == "vgg":
-        return VGG(cfg.blocks, cfg.widths, cfg.dense, cfg.dropout, cfg.batchnorm, cfg.bn_dropout_order)
-    if cfg.model == "fast94":
-        from .fastnet import from_config
-        return from_config(cfg)
-    raise ValueError(f"unknown model {cfg.model!r}; choose one of: vgg, fast94")
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -31,7 +31,7 @@ def _value(v) -> str:
 
 def settings_of(cfg: dict) -> dict:
     """The config of a run as it matters for grouping: defaults filled in, IGNORED left out."""
-    from .config import Config, to_dict
+    from ..config import Config, to_dict
     full = {**to_dict(Config()), **cfg}
     return {k: v for k, v in full.items() if k not in IGNORED}
 
@@ -80,7 +80,7 @@ def _against(g: dict, first: dict) -> str:
 
 def collect(run_dirs, out_dir, figures: bool = True) -> dict:
     """Every number of the comparison; figures drawn into OUT_DIR/compare_files/ when asked."""
-    from . import plots
+    from .. import plots
     groups, skipped = group_runs(run_dirs)
     if not groups:
         raise FileNotFoundError("no finished run folder among: " + ", ".join(map(str, run_dirs)))
@@ -150,7 +150,7 @@ def _intro(rep: dict) -> str:
 
 
 def _shared_line(rep: dict) -> str:
-    from .config import Config, to_dict
+    from ..config import Config, to_dict
     default = to_dict(Config())
     own = [f"{k}={_value(v)}" for k, v in rep["shared"].items() if _value(default.get(k)) != _value(v)]
     return "Settings every group shares, where they differ from cifarlab's defaults: " + (", ".join(own) or "none")
@@ -219,7 +219,7 @@ def render_html(rep: dict, out_dir) -> str:
 
 
 def write_compare(run_dirs, out_dir) -> dict:
-    from .checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = collect(run_dirs, out_dir)
@@ -227,27 +227,6 @@ def write_compare(run_dirs, out_dir) -> dict:
     atomic_write_text(out_dir / "compare.html", render_html(rep, out_dir))
     atomic_write_text(out_dir / "compare.json", json.dumps(rep, indent=2, default=str))
     return rep
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="compare run folders: grouped by settings, tested, drawn",
-                       description="Group run folders by their settings (everything but the seed), then write "
-                                   "compare.html, compare.md and compare.json: mean test accuracy ± std per "
-                                   "group, Welch's test against the first group, validation curves.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (the first group is the reference)")
-    p.add_argument("--out", help="output folder (default: comparisons/YYYYmmdd-HHMMSS)")
-    p.set_defaults(func=cmd_compare)
-
-
-def cmd_compare(args) -> int:
-    out = Path(args.out or f"comparisons/{time.strftime('%Y%m%d-%H%M%S')}")
-    rep = write_compare(args.run_dirs, out)
-    for line in format_table(rep):
-        print(line)
-    if rep["skipped"]:
-        print(f"left out: {', '.join(rep['skipped'])}")
-    print(f"-> {out / 'compare.md'}\n-> {out / 'compare.html'}")
-    return 0
 
 
 def format_table(rep: dict) -> list[str]:

@@ -1,6 +1,6 @@
 """The study's networks in Keras on TensorFlow, timed on request: the bench's Keras contender.
 
-    python -m cifarlab.keras_worker DATA.npz MODEL [bf16]   # MODEL: vgg3 or combined
+    python -m cifarlab.bench.keras_worker DATA.npz MODEL [bf16]   # MODEL: vgg3 or combined
 
 It runs in its own process (TensorFlow and PyTorch would otherwise fight over the
 same cores) and imports no torch. DATA.npz holds `x` (N, 32, 32, 3) uint8 and `y`.
@@ -53,7 +53,7 @@ def build(model: str):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (2, 3) or argv[1] not in ("vgg3", "combined") or argv[2:] not in ([], ["bf16"]):
-        print("usage: python -m cifarlab.keras_worker DATA.npz vgg3|combined [bf16]", file=sys.stderr)
+        print("usage: python -m cifarlab.bench.keras_worker DATA.npz vgg3|combined [bf16]", file=sys.stderr)
         return 2
     import keras
     import numpy as np

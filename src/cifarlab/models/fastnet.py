@@ -1,6 +1,6 @@
 """The `fast94` network: a small conv net built to reach 94% on CIFAR-10 in 10 to 15 epochs.
 
-    from cifarlab.fastnet import FastNet, patch_whitening
+    from cifarlab.models.fastnet import FastNet, patch_whitening
     net = FastNet()                                   # widths 64, 256, 256; about 1.97 M parameters
     net.init_from_data(x_train_uint8, mean, std)      # first layer whitens 2x2 patches of these images
     net(torch.zeros(8, 3, 32, 32))                    # logits, shape (8, 10)
@@ -102,7 +102,7 @@ class FastNet(nn.Module):
         """Set the whitening conv from the first `n` training images (uint8, NCHW)."""
         if not self.whiten_enabled:
             return
-        from .augment import normalize
+        from ..augment import normalize
         x = normalize(x_uint8[:n], mean, std)
         self.whiten.weight.copy_(patch_whitening(x).to(self.whiten.weight))
 

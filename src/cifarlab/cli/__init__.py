@@ -1,0 +1,83 @@
+"""The `cifarlab` command: one module per verb in this package, each with
+`add_parser(subparsers, help)` that sets `func` on its parser.
+
+    cifarlab train --preset vgg3 epochs=2
+    cifarlab train --resume runs/vgg3-20260101-120000
+    cifarlab presets
+
+Only the verb being run has its module imported, so `cifarlab --help` and `cifarlab
+presets` load neither torch nor matplotlib. The command applies the engine settings of
+`cifarlab.runtime` before anything loads torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+from pathlib import Path
+
+from .. import runtime
+from ..errors import CifarlabError
+
+# verb -> its one-line help; the verb's parser and function are in cifarlab.cli.<verb>
+COMMANDS = {
+    "train": "train one run into a run folder",
+    "presets": "list the presets with their reference accuracies",
+    "study": "run presets x seeds into one study folder (resumable)",
+    "report": "write report.html and report.md for a study folder",
+    "compare": "compare run folders: grouped by settings, tested, drawn",
+    "evaluate": "test accuracy, per-class accuracy and confusion matrix of a run",
+    "predict": "predict the class of image files",
+    "export": "export a run's model as ONNX or safetensors",
+    "tune": "hyperparameter search on Ray Tune (ASHA early stopping)",
+    "bench": "training throughput: cifarlab vs a plain PyTorch loop vs Keras",
+}
+
+
+def build_parser(verbs=None) -> argparse.ArgumentParser:
+    """The command's parser, with full sub-parsers for `verbs` (default: all of them) and
+    a one-line entry for each other verb."""
+    from .. import __version__
+    parser = argparse.ArgumentParser(prog="cifarlab", description="Train and study CNNs on CIFAR-10.")
+    parser.add_argument("--version", action="version", version=f"cifarlab {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for name, help in COMMANDS.items():
+        if verbs is None or name in verbs:
+            importlib.import_module(f"cifarlab.cli.{name}").add_parser(sub, help)
+        else:
+            sub.add_parser(name, help=help)
+    return parser
+
+
+def _verb(argv: list[str]) -> str | None:
+    """The verb typed (the command's own options are all flags without a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.apply()  # before torch loads: OpenMP waiting and malloc (cifarlab/runtime.py)
+    from ..files import WriteError
+    typed = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser([_verb(typed)])
+    args = parser.parse_args(typed)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    # the command as typed, for messages that say how to run it again
+    args.command_line = "cifarlab " + shlex.join(typed)
+    try:
+        return args.func(args) or 0
+    except (CifarlabError, WriteError, FileNotFoundError) as e:
+        print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        run = getattr(args, "run_dir", None)
+        hint = (f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`"
+                if run and (Path(run) / "config.yaml").is_file() else "")
+        print(f"\ncifarlab {args.verb}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

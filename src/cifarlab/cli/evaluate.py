@@ -1,0 +1,51 @@
+"""cifarlab evaluate: a run's checkpoint on the test set, per class, with its confusion matrix."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from ..inference.evaluate import evaluate_model, write_evaluation
+from .common import add_data, add_device
+
+
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("evaluate", help=help,
+                       description="Evaluate a run's checkpoint on the 10,000 CIFAR-10 test images and write "
+                                   "evaluation.json and confusion.png into the run folder (with --tta: "
+                                   "evaluation_tta.json and confusion_tta.png).")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation: average the probabilities "
+                                                     "of each image and its mirror")
+    add_data(p)
+    add_device(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    run = Path(args.run)
+    if not (run / "checkpoint.pt").is_file():
+        raise UsageError(f"{run}: not a run folder with a checkpoint.pt (evaluate an exported model "
+                         f"from Python: cifarlab.load(PATH).evaluate())")
+    from .predict import load_checkpoint
+    model = load_checkpoint(run / "checkpoint.pt", args.device)
+    r = evaluate_model(model, tta=args.tta, data=args.data)
+    print(f"{run}: checkpoint of epoch {r['epoch']}, {r['images']:,} test images, {r['device']}"
+          + (", flip TTA" if args.tta else ""))
+    print(f"{'class':<12} {'accuracy':>8}")
+    for name, acc in r["per_class_acc"].items():
+        print(f"{name:<12} {acc:>8.4f}")
+    line = f"test accuracy {r['test_acc']:.4f}  test loss {r['test_loss']:.4f}"
+    summary = run / "summary.json"
+    if summary.is_file() and not args.tta:
+        line += f"  (summary.json: {json.loads(summary.read_text())['test_acc']:.4f})"
+    print(line)
+    try:
+        files = write_evaluation(run, r, model.config.get("name"), args.tta)
+    except OSError as e:  # a read-only run folder: the results above are all there is
+        print(f"cifarlab evaluate: warning: could not write the results into {run} "
+              f"({e.strerror or e}); they are printed above only", file=sys.stderr)
+        return 0
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0

@@ -1,0 +1,58 @@
+"""cifarlab predict: the classes of image files, with a run or an exported model."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from ..data import CLASSES
+from ..errors import UsageError
+from ..inference.predict import ImageError, ModelError, prediction, load, load_image
+from .common import add_device
+
+
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("predict", help=help,
+                       description="Predict the classes of image files (PNG, JPEG, BMP, GIF, WebP, TIFF, any "
+                                   "size: resized to 32x32 as Keras load_img does) with a run or an exported "
+                                   "model. A file that fails is reported on stderr and the others are still "
+                                   "predicted; the exit status is 1 if any failed.")
+    p.add_argument("model", metavar="RUN_DIR", help="run folder, export folder, or .pt/.safetensors/.onnx file")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", "-k", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    add_device(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    if not 1 <= args.top <= len(CLASSES):
+        raise UsageError(f"--top must be between 1 and {len(CLASSES)}")
+    try:
+        model = load(args.model, args.device)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    arrays, names, errors = [], [], []
+    for path in args.images:  # read each on its own, so one bad file spoils nothing else
+        try:
+            arrays.append(load_image(path))
+            names.append(path)
+        except ImageError as e:
+            errors.append({"file": path, "error": str(e)})
+            print(f"cifarlab predict: error: {e}", file=sys.stderr)
+    results = []
+    if arrays:
+        probs = model.probs(np.stack(arrays), tta=args.tta)
+        results = [prediction(n, p, args.top, model.classes) for n, p in zip(names, probs)]
+    if args.json:
+        print(json.dumps({"model": str(args.model), "predictions": [r.as_dict() for r in results],
+                          "errors": errors}, indent=2))
+    else:
+        width = max((len(r.source) for r in results), default=0)
+        for r in results:
+            print(f"{r.source:<{width}}  " + "  ".join(f"{c:<10} {p:6.1%}" for c, p in r.top).rstrip())
+    if errors:
+        print(f"cifarlab predict: {len(errors)} of {len(args.images)} file(s) failed", file=sys.stderr)
+    return 1 if errors else 0

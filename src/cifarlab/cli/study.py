@@ -1,0 +1,60 @@
+"""cifarlab study: presets x seeds into one study folder; re-running resumes it."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import UsageError
+from ..study.forecast import plan_study
+from ..study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, QUICK_SEEDS, StudyError
+from ..study.runner import BACKEND_OPTIONS, BACKENDS, run_study
+from .common import add_data
+
+
+def add_parser(sub, help: str) -> None:
+    p = sub.add_parser("study", help=help,
+                       description="Run every (preset, seed) pair into STUDY_DIR/runs/PRESET/seedK. "
+                                   "Re-running the same command skips finished runs and resumes "
+                                   "interrupted ones.")
+    p.add_argument("--only", help="comma-separated presets (default: all, in the study's order)")
+    p.add_argument("--seeds", type=int, help=f"seeds per preset, 0..N-1 (default 1; --quick: {QUICK_SEEDS})")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs; CPU threads are divided among them")
+    p.add_argument("--out", help="study folder (default: studies/quick with --quick, else studies/full)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"pipeline check: {' '.join(QUICK_OVERRIDES)}, epochs x {QUICK_EPOCHS_SCALE}, "
+                        f"{QUICK_SEEDS} seeds (about 30 min for all presets on 2 CPU cores)")
+    p.add_argument("--epochs-scale", type=float, help="multiply every preset's epochs (and schedule lengths)")
+    p.add_argument("--backend", default="local", help=f"how jobs run: {', '.join(BACKENDS)} (default local)")
+    p.add_argument("--address", help="ray: join the Ray cluster at HOST:PORT (default: start one here)")
+    p.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run holds; 0.25 packs 4 runs on a GPU")
+    add_data(p)
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: list the runs, time each network here for a few seconds, and project "
+                        "the hours per run and for the whole study on --workers")
+    p.add_argument("--plan-seconds", type=float, default=3.0, help="--plan: seconds to time each network")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
+    p.set_defaults(func=cmd_study)
+
+
+def cmd_study(args) -> int:
+    overrides = (QUICK_OVERRIDES if args.quick else []) + list(args.overrides)
+    scale = args.epochs_scale if args.epochs_scale is not None else (QUICK_EPOCHS_SCALE if args.quick else 1.0)
+    seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else 1)
+    out = args.out or ("studies/quick" if args.quick else "studies/full")
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    given = {k: getattr(args, k) for k in ("address", "gpus_per_run") if getattr(args, k) is not None}
+    wrong = [k for k in given if k not in BACKEND_OPTIONS.get(args.backend, ())]
+    if wrong:
+        raise UsageError(f"--{wrong[0].replace('_', '-')} is an option of --backend ray, not {args.backend}")
+    if args.plan:
+        return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds)
+    try:
+        results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
+                            args.backend, backend_options=given)
+    except StudyError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        again = getattr(args, "command_line", None) or f"cifarlab study --out {out} ..."
+        print(f"\ncifarlab study: interrupted; every run stopped part-way resumes from its last checkpoint. "
+              f"Continue with the same command: {again}", file=sys.stderr)
+        return 130
+    return 1 if any(r["status"] in ("failed", "busy", "mismatch") for r in results) else 0

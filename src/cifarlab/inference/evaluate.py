@@ -1,0 +1,63 @@
+"""Measure a trained model on the CIFAR-10 test set: accuracy, loss, per class, confusion.
+
+    cifarlab evaluate runs/vgg3-20261126-120000          # writes evaluation.json, confusion.png
+    cifarlab evaluate runs/vgg3-20261126-120000 --tta    # mirror TTA: evaluation_tta.json, confusion_tta.png
+
+    from cifarlab.inference.evaluate import evaluate_model
+    result = evaluate_model(cifarlab.load("runs/x"))     # the same numbers, no files
+
+The test images go through the run's own normalisation, in float32, in the run's
+evaluation batches and memory format, so without TTA the accuracy is the one the run
+reported in summary.json (on the same kind of device; a run trained with bf16 autocast
+on a GPU reported it under autocast).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import plots
+from ..data import CLASSES
+
+
+def evaluate_model(model, tta: bool = False, data=None) -> dict:
+    """Test-set results of a cifarlab.inference.predict.Model; `data` is a --data path or a loaded CIFAR10."""
+    from ..data import CIFAR10, load_cifar10
+    ds = data if isinstance(data, CIFAR10) else load_cifar10(data)
+    x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
+    t0 = time.perf_counter()
+    logits = model.logits(x, batch_size=model.config.get("eval_batch_size", 1000), tta=tta)
+    seconds = time.perf_counter() - t0
+    pred = logits.argmax(1)
+    n = len(CLASSES)
+    confusion = torch.bincount(y * n + pred, minlength=n * n).view(n, n)  # rows: true class, columns: predicted
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
+    return {
+        "test_acc": (pred == y).double().mean().item(),
+        "test_loss": F.cross_entropy(logits, y).item(),
+        "tta": tta,
+        "images": len(y),
+        "per_class_acc": dict(zip(CLASSES, per_class)),
+        "confusion": confusion.tolist(),
+        "model": model.source,
+        "epoch": model.info.get("epoch"),
+        "backend": model.backend,
+        "device": str(model.device),
+        "seconds": seconds,
+    }
+
+
+def write_evaluation(run_dir, result: dict, name, tta: bool = False) -> list[Path]:
+    """evaluation[_tta].json and confusion[_tta].png in the run folder."""
+    from ..checkpoint import atomic_write_text
+    run_dir = Path(run_dir)
+    suffix = "_tta" if tta else ""
+    files = [run_dir / f"evaluation{suffix}.json", run_dir / f"confusion{suffix}.png"]
+    atomic_write_text(files[0], json.dumps(result, indent=2))
+    title = f"{name}: test accuracy {result['test_acc']:.4f}" + (" (flip TTA)" if tta else "")
+    plots.confusion(result["confusion"], CLASSES, files[1], title)
+    return files

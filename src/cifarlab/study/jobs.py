@@ -1,0 +1,186 @@
+"""One job of a study: a (preset, seed) pair, its config, its run folder's state, and
+`run_job`, which runs it to the end in the calling process (a worker process, a Ray task).
+
+    from cifarlab.study.jobs import Job, run_job
+    run_job(Job("vgg3", 0, run_dir="studies/x/runs/vgg3/seed0", overrides=("epochs=2",)))
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CifarlabError
+
+
+# The study's experiment table, in its order; presets outside it follow, by name.
+STUDY_ORDER = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
+               "dropout_augmentation", "combined", "centered", "adam", "adamw", "cosine", "cosine_restarts",
+               "step_decay", "warmup_cosine", "bn_dropout_swapped", "bn_only", "dropout_only"]
+
+# --quick: every preset on 2 CPU cores in about 30 minutes. A class-balanced 5,000-image
+# subset (4,500 train, 500 held out for the per-epoch curves, so validation costs
+# 0.1 s an epoch instead of 2.5 s), each preset's epochs scaled by 1/50 (100 -> 2,
+# 400 -> 8), two seeds so the statistics have something to test.
+QUICK_OVERRIDES = ["subset=5000", "val_split=500"]
+QUICK_EPOCHS_SCALE = 0.02
+QUICK_SEEDS = 2
+# Settings that must agree between invocations on one study folder (the rest, such
+# as --only, --seeds and --workers, may change: they add or schedule runs).
+SETTINGS = ("overrides", "epochs_scale", "quick")
+
+
+class StudyError(CifarlabError, ValueError):
+    """A bad study command or a study folder made with other settings."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: a preset at one seed with the study's overrides, into run_dir."""
+    preset: str
+    seed: int
+    overrides: tuple = ()  # key=value strings, applied after the preset
+    run_dir: str = ""
+    epochs_scale: float = 1.0
+    data_path: str | None = None
+    threads: int = 0  # CPU threads for this run (0: all cores)
+    command: tuple = ()  # the study command that planned it, kept in the run's summary.json
+
+    @property
+    def label(self) -> str:
+        return f"{self.preset}/seed{self.seed}"
+
+
+def ordered_presets(names=None) -> list[str]:
+    from ..config import preset_names
+    known = preset_names()
+    if names:
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise StudyError(f"unknown preset{'s' if len(bad) > 1 else ''} {', '.join(bad)}; "
+                             f"choose from: {', '.join(known)}")
+        pool = names
+    else:
+        pool = known
+    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
+    return sorted(dict.fromkeys(pool), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def scale_overrides(cfg, scale: float) -> list[str]:
+    """key=value overrides that shorten (or lengthen) a preset by `scale`, keeping its shape.
+
+    Epoch-denominated lengths (warm-up, cosine period, piecewise boundaries in epochs)
+    scale with the run; boundaries given in optimiser steps stay where the source put them.
+    """
+    if scale == 1.0:
+        return []
+    out = [f"epochs={max(1, round(cfg.epochs * scale))}"]
+    if cfg.warmup_epochs:
+        out.append(f"warmup_epochs={cfg.warmup_epochs * scale!r}")
+    if cfg.decay_epochs:
+        out.append(f"decay_epochs={cfg.decay_epochs * scale!r}")
+    if cfg.schedule == "piecewise" and cfg.boundary_unit == "epochs":
+        out.append(f"boundaries={[b * scale for b in cfg.boundaries]}")
+    return out
+
+
+def job_config(job: Job):
+    """The resolved config of a job: preset, epoch scale, overrides, seed.
+
+    config.resolve_config marks a run whose epochs or subset differ from its preset as
+    not comparable to the references.
+    """
+    from ..config import resolve_config
+    from ..config import load_preset, validate
+    if "seed" in {o.partition("=")[0].strip() for o in job.overrides}:
+        raise StudyError("seed= is set per run by the study; use --seeds N")
+    scale = scale_overrides(load_preset(job.preset), job.epochs_scale)
+    cfg = resolve_config(job.preset, None, scale + list(job.overrides))
+    cfg.seed = job.seed
+    return validate(cfg)
+
+
+def run_status(run_dir) -> str:
+    """finished (summary.json), partial (checkpoint.pt), or new."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").is_file():
+        return "finished"
+    if (run_dir / "checkpoint.pt").is_file():
+        return "partial"
+    return "new"
+
+
+def config_mismatch(job: Job) -> str | None:
+    """How a run folder's config.yaml differs from the job's config, or None when it agrees (or is absent)."""
+    from ..config import ConfigError, differences, from_dict, read_yaml, to_dict
+    from ..runfolder import describe
+    path = Path(job.run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    want = job_config(job)
+    try:
+        have = from_dict(read_yaml(path))
+    except ConfigError as e:
+        return f"its config.yaml cannot be read ({e})"
+    diff = differences(have, want)
+    if not diff:
+        return None
+    return (f"{job.label} was trained with other settings than this study's: "
+            f"{describe(diff, to_dict(have), to_dict(want), 'its config.yaml', 'this study')}; "
+            f"it is left as it is (move it away to train it again)")
+
+
+def run_job(job: Job) -> dict:
+    """Run one job to the end in this process; never recompute a finished run.
+
+    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed, "seconds",
+    "test_acc", "error"}. A run folder whose config.yaml differs from the job's config
+    is not touched (mismatch). The run's own output goes to run_dir/train.log.
+    """
+    from ..runfolder import ConfigMismatchError, RunBusyError
+    from ..train import train
+    run_dir = Path(job.run_dir)
+    out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
+    mismatch = config_mismatch(job)
+    if mismatch:
+        out["status"], out["error"] = "mismatch", mismatch
+        return out
+    if run_status(run_dir) == "finished":
+        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
+        return out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
+        os.environ["CIFARLAB_THREADS"] = str(job.threads)
+    t0, started = time.perf_counter(), time.time()
+    try:
+        with open(run_dir / "train.log", "a") as logf:
+            def log(*a):
+                print(*a, file=logf, flush=True)
+            cmd = list(job.command) or None
+            out["status"] = "resumed" if run_status(run_dir) == "partial" else "trained"
+            # resume=True: a checkpoint (or a config.yaml from a start cut short) continues,
+            # after train() has checked, under the run's lock, that it is this job's run
+            s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
+                      command=cmd)
+        out["test_acc"] = s["test_acc"]
+        if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
+            out["status"] = "skipped"
+    except RunBusyError:  # another process (an older study still running?) has it
+        out["status"] = "busy"
+    except ConfigMismatchError as e:  # changed between the check above and the lock
+        out["status"], out["error"] = "mismatch", str(e)
+    except KeyboardInterrupt:
+        with open(run_dir / "train.log", "a") as logf:
+            print("interrupted; the run resumes from its last checkpoint", file=logf)
+        raise
+    except Exception as e:  # one failed run must not stop the others; the study reports it
+        out["status"], out["error"] = "failed", f"{type(e).__name__}: {e}"
+        with open(run_dir / "train.log", "a") as logf:
+            traceback.print_exc(file=logf)
+    finally:
+        out["seconds"] = time.perf_counter() - t0
+    return out

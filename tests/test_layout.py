@@ -1,0 +1,108 @@
+"""The package's layers: imports go one way (cli -> families -> core), with no cycle; the
+command's help and preset list load neither torch nor matplotlib."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import cifarlab
+
+PKG = Path(cifarlab.__file__).parent
+FAMILIES = ("inference", "study", "bench")  # subpackages of one concern each, above the core
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """module -> the cifarlab modules it imports, anywhere in its body (functions included)."""
+    mods = {module_name(p): p for p in PKG.rglob("*.py")}
+    graph = {}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in mods and t != name}
+        graph[name] = found
+    return graph
+
+
+def layer(module: str) -> tuple[int, str]:
+    """(rank, family): core 0, a family 1, the command line 2."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ("cli", "__main__"):
+        return 2, "cli"
+    if len(parts) > 1 and parts[1] in FAMILIES:
+        return 1, parts[1]
+    return 0, "core"
+
+
+def test_imports_point_down_only():
+    wrong = []
+    for mod, targets in imports().items():
+        rank, family = layer(mod)
+        for t in targets:
+            t_rank, t_family = layer(t)
+            if t_rank > rank or (t_rank == rank == 1 and t_family != family):
+                wrong.append(f"{mod} ({family}) imports {t} ({t_family})")
+    assert not wrong, "imports against the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycle():
+    graph = imports()
+    # a package imports its own __init__ on the way in; that edge is not a cycle
+    graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
+    state, cycles = {}, []
+
+    def visit(m, path):
+        state[m] = "open"
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                cycles.append(" -> ".join(path[path.index(t):] + [t]))
+            elif t not in state:
+                visit(t, path + [t])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_layers_are_real():
+    # the checks above would pass on an empty graph; this one makes sure they look at the package
+    graph = imports()
+    assert "cifarlab.train" in graph["cifarlab.study.jobs"] and "cifarlab.study.jobs" in graph["cifarlab.study.runner"]
+    assert layer("cifarlab.cli.train") == (2, "cli") and layer("cifarlab.study.report") == (1, "study")
+    assert layer("cifarlab.models.vgg") == (0, "core")
+
+
+def test_help_and_presets_load_neither_torch_nor_matplotlib():
+    code = ("import sys\nfrom cifarlab.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert main(['presets']) == 0\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'numpy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "vgg3" in out and out.strip().splitlines()[-1] == "[]"
+
+
+def test_import_cifarlab_loads_nothing_heavy():
+    code = ("import sys, cifarlab\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'numpy', 'yaml'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -18,11 +18,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import plots
 from .data import CLASSES
+
+
+def confusion_matrix(y, pred, n: int = len(CLASSES)) -> np.ndarray:
+    """(n, n) counts of true class `y` (rows) against predicted class `pred` (columns); arrays or tensors."""
+    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    return np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
+
+
+def per_class_accuracy(matrix, classes=CLASSES) -> dict[str, float]:
+    """Each class's share of its test images predicted right, from a confusion matrix."""
+    m = np.asarray(matrix)
+    return dict(zip(classes, (np.diag(m) / np.maximum(m.sum(1), 1)).tolist()))
 
 
 def evaluate_model(model, tta: bool = False, data=None) -> dict:
@@ -34,15 +47,13 @@ def evaluate_model(model, tta: bool = False, data=None) -> dict:
     logits = model.logits(x, batch_size=model.config.get("eval_batch_size", 1000), tta=tta)
     seconds = time.perf_counter() - t0
     pred = logits.argmax(1)
-    n = len(CLASSES)
-    confusion = torch.bincount(y * n + pred, minlength=n * n).view(n, n)  # rows: true class, columns: predicted
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
+    confusion = confusion_matrix(y, pred)
     return {
         "test_acc": (pred == y).double().mean().item(),
         "test_loss": F.cross_entropy(logits, y).item(),
         "tta": tta,
         "images": len(y),
-        "per_class_acc": dict(zip(CLASSES, per_class)),
+        "per_class_acc": per_class_accuracy(confusion),
         "confusion": confusion.tolist(),
         "model": model.source,
         "epoch": model.info.get("epoch"),

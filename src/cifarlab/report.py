@@ -189,6 +189,7 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     import torch
     from .checkpoint import load, model_from_checkpoint
     from .data import CLASSES, load_cifar10
+    from .evaluate import confusion_matrix, per_class_accuracy
     from .train import evaluate
     state = load(run["dir"] / "checkpoint.pt")
     model = model_from_checkpoint(state)
@@ -199,12 +200,9 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     if cl:  # evaluate as training did, so the accuracy matches the run's summary
         model = model.to(memory_format=torch.channels_last)
     ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl)
-    pred = ev["logits"].argmax(1).numpy()
-    m = np.zeros((10, 10), dtype=int)
-    np.add.at(m, (ds.y_test, pred), 1)
-    per = {c: float(m[i, i] / m[i].sum()) for i, c in enumerate(CLASSES)}
-    return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(), "per_class": per,
-            "classes": list(CLASSES)}
+    m = confusion_matrix(ds.y_test, ev["logits"].argmax(1))
+    return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(),
+            "per_class": per_class_accuracy(m), "classes": list(CLASSES)}
 
 
 # --- the report ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .study import STUDY_ORDER
+from .config import STUDY_ORDER, study_order
 
 # The study's claims, as (experiment, compared with, what the seed report said).
 CLAIMS = [
@@ -98,11 +98,6 @@ def load_run(run_dir: Path) -> dict | str:
     return {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)}
 
 
-def _order(names) -> list[str]:
-    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
-
-
 def experiment_row(name: str, rs: list[dict]) -> dict:
     """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
@@ -147,7 +142,7 @@ def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
     """The study's claims first, then each experiment against the preset it varies."""
     pairs = [(a, b, claim) for a, b, claim in CLAIMS]
     seen = {(a, b) for a, b, _ in pairs} | {(b, a) for a, b, _ in pairs}
-    for a in _order(rows):
+    for a in study_order(rows):
         b = bases.get(a)
         if b and (a, b) not in seen:
             pairs.append((a, b, f"{a} against {b}, the preset it varies"))
@@ -214,7 +209,7 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     if not (study_dir / "runs").is_dir():
         raise FileNotFoundError(f"{study_dir} is not a study folder (no runs/); run `cifarlab study` first")
     runs, unfinished = load_runs(study_dir)
-    names = _order(runs)
+    names = study_order(runs)
     rows = {n: experiment_row(n, runs[n]) for n in names}
     meta_path = study_dir / "study.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -524,7 +519,7 @@ def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
         out.setdefault(name, set()).update(range(n))
     for r in rep["rows"]:
         out.setdefault(r["experiment"], set()).update(r["seeds"])
-    return {n: sorted(out[n]) for n in _order(out)}
+    return {n: sorted(out[n]) for n in study_order(out)}
 
 
 def _short_device(device: str) -> str:

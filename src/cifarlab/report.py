@@ -132,10 +132,10 @@ def welch(a: list[float], b: list[float]) -> dict:
     if se == 0:  # identical runs within each group: no noise to compare with
         return {"diff": diff, "t": math.nan, "p": 0.0 if diff else 1.0, "df": math.nan,
                 "ci": (diff, diff)}
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
-    t, p = stats.ttest_ind(a, b, equal_var=False)
-    half = stats.t.ppf(0.975, df) * se
-    return {"diff": diff, "t": float(t), "p": float(p), "df": df, "ci": (diff - half, diff + half)}
+    r = stats.ttest_ind(a, b, equal_var=False)  # df: Welch-Satterthwaite
+    ci = r.confidence_interval(0.95)
+    return {"diff": diff, "t": float(r.statistic), "p": float(r.pvalue), "df": float(r.df),
+            "ci": (float(ci.low), float(ci.high))}
 
 
 def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:

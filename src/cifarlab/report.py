@@ -4,7 +4,8 @@
     cifarlab report                        # the most recent study under ./studies
 
     from cifarlab.report import collect, write_report
-    rows = collect("studies/quick")        # one row per experiment, from the runs' summary.json
+    rep = collect("studies/quick", figures=False)   # the numbers: rep["rows"], one per experiment, rep["comparisons"]
+    write_report("studies/quick")                   # the three files, as the command writes them
 
 The HTML embeds every figure as base64 PNG, so the one file opens offline; report.md
 links the same PNGs in report_files/. report.json holds the numbers of both.

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             print(f"{k:<14} {v['images_per_second']:>8.0f} {v['min']:>7.0f}-{v['max']:<7.0f} {v['setup_seconds']:>9.1f}")
         print(f"test set (10,000 images) with {best}: {ev['seconds']:.2f} s")
     total = 0.0
-    for exp, (epochs, like) in STUDY.items():
+    for epochs, like in STUDY.values():
         m = out["models"][like]
         rate = m["engines"][m["best"]]["images_per_second"]
         total += epochs * (50_000 / rate + m["eval_seconds"])

@@ -607,7 +607,7 @@ def copy_records(study_dir, dest) -> list[Path]:
             target = dest / f.relative_to(study_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             data = f.read_bytes()
-            atomic_write(target, lambda out: out.write(data))
+            atomic_write(target, lambda out, data=data: out.write(data))
             written.append(target)
     return written
 

@@ -79,3 +79,20 @@ def test_normalize_standardize_gives_zero_mean_unit_std(cifar):
     assert m.abs().max() < 0.05 and (s - 1).abs().max() < 0.05
     scaled = A.normalize(x, torch.zeros(3), torch.ones(3))
     assert scaled.min() >= 0 and scaled.max() <= 1 and np.isclose(scaled.max().item(), 1.0)
+
+
+def test_tta_logits_is_what_evaluate_computes(cifar):
+    from torch import nn
+
+    from cifarlab.train import evaluate
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10)).eval()
+    x, y = batch(cifar, 32), torch.from_numpy(cifar.y_train[:32].copy())
+    mean, std = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.25, 0.25])
+    xb = A.normalize(x, mean, std)
+    for level in (0, 1, 2):
+        want = evaluate(net, x, y, mean, std, 32, channels_last=False, tta=level)["logits"]
+        with torch.no_grad():
+            got = A.tta_logits(net, xb, level)
+        assert torch.equal(got, want)
+        assert len(A.tta_views(xb, level)) == {0: 1, 1: 2, 2: 6}[level]

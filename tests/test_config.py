@@ -55,3 +55,11 @@ def test_cli_reports_missing_data_without_traceback(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "CIFAR-10 not found" in r.stderr and str(tmp_path / "none") in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_one_study_order():
+    from cifarlab import config
+    from cifarlab.study import jobs
+    assert jobs.ordered_presets()[:len(config.STUDY_ORDER)] == config.STUDY_ORDER
+    assert set(config.STUDY_ORDER) <= set(config.preset_names())
+    assert config.study_order(["fast94", "combined", "vgg1", "combined"]) == ["vgg1", "combined", "fast94"]

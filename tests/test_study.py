@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from cifarlab.config import load_preset
-from cifarlab.study.jobs import STUDY_ORDER, Job, job_config, ordered_presets, run_status, scale_overrides
+from cifarlab.config import STUDY_ORDER
+from cifarlab.study.jobs import Job, job_config, ordered_presets, run_status, scale_overrides
 
 
 def test_every_study_row_is_a_preset_with_its_references():

@@ -6,6 +6,7 @@
     xb = random_crop(xb, pad=4, gen=g)          # reflect padding, then a random 32x32 window
     mask = alternating_flip_mask(50000, epoch=3, seed=0)   # "derandomised" flip: per image, every other epoch
     xb = flip(xb, mask[idx])
+    logits = tta_logits(net, xb, level=1)       # xb normalised: log of the mean probability of it and its mirror
 
 Random numbers come from a CPU generator (a few per image), so a batch's augmentation
 is the same on every device for the same seed.
@@ -112,3 +113,32 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator, shift_frac: 
     if kind == "shift_flip":
         return mirror(random_shift(x.float(), shift_frac, gen))
     raise ValueError(f"unknown augmentation {kind!r}; choose one of: none, flip, crop_flip, shift_flip")
+
+
+# --- test-time augmentation ------------------------------------------------------------
+
+def tta_views(xb: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs: level 0 the batch; 1 and its mirror; 2 also the batch moved one pixel
+    down-right and one pixel up-left (reflect padding), with their mirrors. Weights sum to 1; the
+    untranslated pair keeps half of the weight, as the moved views see a cropped border."""
+    if level == 0:
+        return [(1.0, xb)]
+    if level == 1:
+        return [(0.5, xb), (0.5, xb.flip(3))]
+    n = xb.shape[0]
+    zero = torch.zeros(n, dtype=torch.long, device=xb.device)
+    moved = [crop(xb, 1, zero + o, zero + o) for o in (0, 2)]  # content moved 1 px down-right, up-left
+    return [(0.25, xb), (0.25, xb.flip(3))] + [(0.125, v) for m in moved for v in (m, m.flip(3))]
+
+
+def tta_logits(forward, xb: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits of a normalised batch under test-time augmentation: `forward(view)` gives a view's
+    float32 logits (a PyTorch network, an ONNX session, ...); level 0 returns forward(xb) as it is,
+    levels 1 and 2 the log of the weighted mean of the views' probabilities (see tta_views)."""
+    level = int(level)
+    if level == 0:
+        return forward(xb)
+    prob = 0
+    for w, v in tta_views(xb, level):
+        prob = prob + w * forward(v).softmax(1)
+    return torch.log(prob)

@@ -312,6 +312,18 @@ def to_dict(cfg: Config) -> dict:
 
 # --- presets ---------------------------------------------------------------------------
 
+# The study's experiment table, in its order; presets outside it follow, by name.
+STUDY_ORDER = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
+               "dropout_augmentation", "combined", "centered", "adam", "adamw", "cosine", "cosine_restarts",
+               "step_decay", "warmup_cosine", "bn_dropout_swapped", "bn_only", "dropout_only"]
+
+
+def study_order(names) -> list[str]:
+    """`names` (each once) in the study's order, then the others by name."""
+    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
+    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
 def preset_names() -> list[str]:
     folder = resources.files("cifarlab") / "presets"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))

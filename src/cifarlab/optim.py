@@ -6,7 +6,7 @@
         set_lr(opt, lr_at(step))
         ...
         loss = loss + l2_penalty(model, cfg.l2)     # Keras l2(c): c * sum(w^2) per kernel
-        loss.backward(); decoupled_decay(opt, cfg); opt.step()
+        loss.backward(); decoupled_decay(opt); opt.step()
         lookahead.step(step, total_steps)           # optional: Lookahead(model, every=5), see below
 
 Every schedule below is a plain function of the global step (0-based), so it can be

@@ -55,45 +55,40 @@ def bench_config(model_overrides: list[str], extra: list[str] = (), subset: int 
 
 # --- FLOPs and peak ----------------------------------------------------------------------
 
-def forward_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:
-    """FLOPs (multiply and add counted apart) of the convolutions and linear layers for one image."""
-    total = [0]
-    first = []
-
-    def conv(m, i, o):
-        total[0] += 2 * o[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        first.append(total[0])
-
-    def lin(m, i, o):
-        total[0] += 2 * o[0].numel() * m.in_features
-        first.append(total[0])
-
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else lin)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+def _counted(model: nn.Module, shape, backward: bool) -> int:
+    """FLOPs torch's FlopCounterMode counts for one batch of `shape`: a multiply-add is 2 FLOPs;
+    convolutions and matrix products only (BN, pooling, ReLU and bias adds are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
     was = model.training
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(shape).to(next(model.parameters()).device))
-    model.train(was)
-    for h in hooks:
-        h.remove()
-    forward_flops.first_layer = first[0] if first else 0
-    return total[0]
+    model.eval()  # BN on a batch of one; neither BN nor dropout changes what is counted
+    x = torch.zeros(shape, device=next(model.parameters()).device)
+    try:
+        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(backward):
+            out = model(x)
+            if backward:  # the gradients into the weights, not into .grad: the model is left as it was
+                torch.autograd.grad(out.sum(), [p for p in model.parameters() if p.requires_grad])
+    finally:
+        model.train(was)
+    return counter.get_total_flops()
 
 
-def train_flops(model: nn.Module) -> int:
+def forward_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:
+    """FLOPs of the convolutions and linear layers for one image (multiply and add counted apart)."""
+    return _counted(model, shape, backward=False)
+
+
+def train_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:
     """A training step per image: forward, the weight gradients and the input gradients of every
     layer but the first (the image itself needs no gradient): about 3x the forward."""
-    f = forward_flops(model)
-    return 3 * f - forward_flops.first_layer
+    return _counted(model, shape, backward=True)
 
 
 def measure_peak_gflops(device: torch.device, n: int = 2048, seconds: float = 3.0,
                         dtype=torch.float32) -> float:
     """The practical peak in GFLOP/s (fp32, or `dtype`): the better of an n x n matrix multiply and a large
     3x3 convolution. Both are needed: on AMD CPUs torch's matmul goes through MKL, which takes
-    an AVX2 path (about 214 GFLOP/s on the 2-core Zen 5 here), while oneDNN's convolutions use
-    AVX-512 (about 507 there); the sgemm alone would put our own training above "100%"."""
+    an AVX2 path, while oneDNN's convolutions use AVX-512 (benchmarks/README.md has the figures);
+    the sgemm alone would put our own training above "100%"."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     x = torch.randn(16, 512, 32, 32, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)

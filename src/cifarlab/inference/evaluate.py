@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .. import plots
 from ..data import CLASSES
+from ..metrics import confusion_matrix, per_class_accuracy
 
 
 def evaluate_model(model, tta: bool = False, data=None) -> dict:
@@ -33,15 +34,13 @@ def evaluate_model(model, tta: bool = False, data=None) -> dict:
     logits = model.logits(x, batch_size=model.config.get("eval_batch_size", 1000), tta=tta)
     seconds = time.perf_counter() - t0
     pred = logits.argmax(1)
-    n = len(CLASSES)
-    confusion = torch.bincount(y * n + pred, minlength=n * n).view(n, n)  # rows: true class, columns: predicted
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
+    confusion = confusion_matrix(y, pred)
     return {
         "test_acc": (pred == y).double().mean().item(),
         "test_loss": F.cross_entropy(logits, y).item(),
         "tta": tta,
         "images": len(y),
-        "per_class_acc": dict(zip(CLASSES, per_class)),
+        "per_class_acc": per_class_accuracy(confusion),
         "confusion": confusion.tolist(),
         "model": model.source,
         "epoch": model.info.get("epoch"),

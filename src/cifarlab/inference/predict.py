@@ -164,14 +164,10 @@ class Model:
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
             return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
                             batch_size, self.config.get("channels_last", True), None, tta)["logits"]
-        from ..augment import normalize
-        from ..train import tta_views
-        out = []
-        for i in range(0, len(x), batch_size):
-            xb = normalize(x[i:i + batch_size], self.mean, self.std)
-            views = [(w, torch.from_numpy(self._run_onnx(v.contiguous().numpy()))) for w, v in tta_views(xb, int(tta))]
-            o = views[0][1] if not tta else torch.log(sum(w * v.softmax(1) for w, v in views))
-            out.append(o)
+        from ..augment import normalize, tta_logits
+        onnx = lambda v: torch.from_numpy(self._run_onnx(v.contiguous().numpy()))  # noqa: E731
+        out = [tta_logits(onnx, normalize(x[i:i + batch_size], self.mean, self.std), tta)
+               for i in range(0, len(x), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def _run_onnx(self, xb: np.ndarray) -> np.ndarray:

@@ -14,10 +14,6 @@ import os
 INSTALL = "pip install 'cifarlab[ray]'  (or: pip install 'ray[tune]==2.58.0')"
 
 
-class RayMissing(ImportError):
-    pass
-
-
 def require_ray():
     """The ray module, or a clear error naming the extra to install."""
     try:

@@ -14,13 +14,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import study_order
 from ..errors import CifarlabError
 
-
-# The study's experiment table, in its order; presets outside it follow, by name.
-STUDY_ORDER = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
-               "dropout_augmentation", "combined", "centered", "adam", "adamw", "cosine", "cosine_restarts",
-               "step_decay", "warmup_cosine", "bn_dropout_swapped", "bn_only", "dropout_only"]
 
 # --quick: every preset on 2 CPU cores in about 30 minutes. A class-balanced 5,000-image
 # subset (4,500 train, 500 held out for the per-epoch curves, so validation costs
@@ -66,8 +62,7 @@ def ordered_presets(names=None) -> list[str]:
         pool = names
     else:
         pool = known
-    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
-    return sorted(dict.fromkeys(pool), key=lambda n: (rank.get(n, len(rank)), n))
+    return study_order(pool)
 
 
 def scale_overrides(cfg, scale: float) -> list[str]:

@@ -4,7 +4,8 @@
     cifarlab report                        # the most recent study under ./studies
 
     from cifarlab.study.report import collect, write_report
-    rows = collect("studies/quick")        # one row per experiment, from the runs' summary.json
+    rep = collect("studies/quick", figures=False)   # the numbers: rep["rows"], one per experiment, rep["comparisons"]
+    write_report("studies/quick")                   # the three files, as the command writes them
 
 The HTML embeds every figure as base64 PNG, so the one file opens offline; report.md
 links the same PNGs in report_files/. report.json holds the numbers of both.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .jobs import STUDY_ORDER
+from ..config import STUDY_ORDER, study_order
 
 # The study's claims, as (experiment, compared with, what the seed report said).
 CLAIMS = [
@@ -98,11 +99,6 @@ def load_run(run_dir: Path) -> dict | str:
     return {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)}
 
 
-def _order(names) -> list[str]:
-    rank = {n: i for i, n in enumerate(STUDY_ORDER)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
-
-
 def experiment_row(name: str, rs: list[dict]) -> dict:
     """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
@@ -137,17 +133,17 @@ def welch(a: list[float], b: list[float]) -> dict:
     if se == 0:  # identical runs within each group: no noise to compare with
         return {"diff": diff, "t": math.nan, "p": 0.0 if diff else 1.0, "df": math.nan,
                 "ci": (diff, diff)}
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
-    t, p = stats.ttest_ind(a, b, equal_var=False)
-    half = stats.t.ppf(0.975, df) * se
-    return {"diff": diff, "t": float(t), "p": float(p), "df": df, "ci": (diff - half, diff + half)}
+    r = stats.ttest_ind(a, b, equal_var=False)  # df: Welch-Satterthwaite
+    ci = r.confidence_interval(0.95)
+    return {"diff": diff, "t": float(r.statistic), "p": float(r.pvalue), "df": float(r.df),
+            "ci": (float(ci.low), float(ci.high))}
 
 
 def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
     """The study's claims first, then each experiment against the preset it varies."""
     pairs = [(a, b, claim) for a, b, claim in CLAIMS]
     seen = {(a, b) for a, b, _ in pairs} | {(b, a) for a, b, _ in pairs}
-    for a in _order(rows):
+    for a in study_order(rows):
         b = bases.get(a)
         if b and (a, b) not in seen:
             pairs.append((a, b, f"{a} against {b}, the preset it varies"))
@@ -189,6 +185,7 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     import torch
     from ..checkpoint import load, model_from_checkpoint
     from ..data import CLASSES, load_cifar10
+    from ..metrics import confusion_matrix, per_class_accuracy
     from ..train import evaluate
     state = load(run["dir"] / "checkpoint.pt")
     model = model_from_checkpoint(state)
@@ -199,12 +196,9 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     if cl:  # evaluate as training did, so the accuracy matches the run's summary
         model = model.to(memory_format=torch.channels_last)
     ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl)
-    pred = ev["logits"].argmax(1).numpy()
-    m = np.zeros((10, 10), dtype=int)
-    np.add.at(m, (ds.y_test, pred), 1)
-    per = {c: float(m[i, i] / m[i].sum()) for i, c in enumerate(CLASSES)}
-    return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(), "per_class": per,
-            "classes": list(CLASSES)}
+    m = confusion_matrix(ds.y_test, ev["logits"].argmax(1))
+    return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(),
+            "per_class": per_class_accuracy(m), "classes": list(CLASSES)}
 
 
 # --- the report ----------------------------------------------------------------------
@@ -216,7 +210,7 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     if not (study_dir / "runs").is_dir():
         raise FileNotFoundError(f"{study_dir} is not a study folder (no runs/); run `cifarlab study` first")
     runs, unfinished = load_runs(study_dir)
-    names = _order(runs)
+    names = study_order(runs)
     rows = {n: experiment_row(n, runs[n]) for n in names}
     meta_path = study_dir / "study.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -526,7 +520,7 @@ def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
         out.setdefault(name, set()).update(range(n))
     for r in rep["rows"]:
         out.setdefault(r["experiment"], set()).update(r["seeds"])
-    return {n: sorted(out[n]) for n in _order(out)}
+    return {n: sorted(out[n]) for n in study_order(out)}
 
 
 def _short_device(device: str) -> str:
@@ -613,7 +607,7 @@ def copy_records(study_dir, dest) -> list[Path]:
             target = dest / f.relative_to(study_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             data = f.read_bytes()
-            atomic_write(target, lambda out: out.write(data))
+            atomic_write(target, lambda out, data=data: out.write(data))
             written.append(target)
     return written
 

@@ -4,6 +4,9 @@
     net = build_model(cfg)            # cfg: cifarlab.config.Config
     net(torch.zeros(8, 3, 32, 32))    # logits, shape (8, 10)
 
+Every network the training loop drives is a `Model` (below): it declares the two hooks
+the loop calls, set-up from the training images and a call at each epoch's start.
+
 A block is Conv3x3-ReLU -> Conv3x3-ReLU -> MaxPool2 (Keras `padding="same"`); where
 nothing sits between the second ReLU and the pool, the two run in the equivalent order
 MaxPool2 -> ReLU. With
@@ -58,6 +61,22 @@ def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     return (u16 >= round(p * 65536) - 32768).to(like.dtype).mul_(1 / (1 - p))
 
 
+class Model(nn.Module):
+    """A network the training loop drives, with its hooks (no-ops unless a network needs them).
+
+    train() calls `setup_from_data` once, on a fresh run only (a resumed run's weights
+    come from its checkpoint), before any step and before the weights are shared between
+    processes; and `on_epoch_start(epoch)` (0-based) before each epoch's first step,
+    also on the epochs a resumed run trains.
+    """
+
+    def setup_from_data(self, x_train: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set weights from the training images (uint8, NCHW) and their normalisation (0-1 scale)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Adjust the network before the 0-based `epoch` trains (which parameters learn, say)."""
+
+
 def _rates(dropout, blocks: int) -> list[float]:
     if isinstance(dropout, (list, tuple)):
         return [float(r) for r in dropout]
@@ -69,7 +88,7 @@ def _bn(channels: int, dims: int = 2) -> nn.Module:
     return cls(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
-class VGG(nn.Module):
+class VGG(Model):
     def __init__(self, blocks: int = 3, widths=(32, 64, 128), dense: int = 128, dropout=0.0,
                  batchnorm: bool = False, bn_dropout_order: str = "bn_first", num_classes: int = 10):
         super().__init__()
@@ -128,7 +147,7 @@ class VGG(nn.Module):
         return ks + [m.weight for m in self.head[:-1] if isinstance(m, nn.Linear)]
 
 
-def build_model(cfg) -> nn.Module:
+def build_model(cfg) -> Model:
     if cfg.model == "vgg":
         return VGG(cfg.blocks, cfg.widths, cfg.dense, cfg.dropout, cfg.batchnorm, cfg.bn_dropout_order)
     if cfg.model == "fast94":

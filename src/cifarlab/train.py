@@ -407,9 +407,8 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)
-    # fast94 hook: the first layer learns from the data (before DDP copies rank 0's weights).
-    if state is None and hasattr(model, "init_from_data"):
-        model.init_from_data(data.x_train, data.mean, data.std)
+    if state is None:  # a network's set-up from the training images, before DDP copies rank 0's weights
+        model.setup_from_data(data.x_train, data.mean, data.std)
     model, fwd = ddp.wrap(model, fwd, cfg, device)  # DistributedDataParallel under torchrun
     n_params = count_parameters(model)
     n = len(data.y_train)
@@ -467,8 +466,7 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen).to(device)
         flips = alternating_flip_mask(n, epoch, cfg.seed).to(device) if cfg.alt_flip else None
-        if hasattr(model, "set_epoch"):
-            model.set_epoch(epoch, cfg.whiten_bias_epochs)
+        model.on_epoch_start(epoch)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0

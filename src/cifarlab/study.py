@@ -70,7 +70,7 @@ class Job:
     run_dir: str = ""
     epochs_scale: float = 1.0
     data_path: str | None = None
-    threads: int = 0  # CPU threads for this run (0: all cores)
+    threads: int = 0  # CPU threads for this run, unless its config sets them (0: all cores)
     command: tuple = ()  # the study command that planned it, kept in the run's summary.json
 
     @property
@@ -176,8 +176,6 @@ def run_job(job: Job) -> dict:
         out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
-    if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
-        os.environ["CIFARLAB_THREADS"] = str(job.threads)
     t0, started = time.perf_counter(), time.time()
     try:
         with open(run_dir / "train.log", "a") as logf:
@@ -186,9 +184,10 @@ def run_job(job: Job) -> dict:
             cmd = list(job.command) or None
             out["status"] = "resumed" if run_status(run_dir) == "partial" else "trained"
             # resume=True: a checkpoint (or a config.yaml from a start cut short) continues,
-            # after train() has checked, under the run's lock, that it is this job's run
+            # after train() has checked, under the run's lock, that it is this job's run.
+            # threads: the job's share of the cores, not in the config, so a resumed run follows it too
             s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
-                      command=cmd)
+                      command=cmd, threads=job.threads or None)
         out["test_acc"] = s["test_acc"]
         if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
             out["status"] = "skipped"

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import math
-import os
 import platform
 import shlex
 import subprocess
@@ -252,9 +251,10 @@ def _row(r: dict) -> str:
             f"{r['val_acc']:>7.4f} {r['lr']:>9.3g} {r['epoch_seconds']:>7.1f} {r['images_per_second']:>7.0f}")
 
 
-def setup_threads(cfg: Config) -> None:
-    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or distributed.cores_per_process()
-    torch.set_num_threads(n)
+def setup_threads(cfg: Config, threads: int | None = None) -> None:
+    """torch's CPU threads: the config's `threads`, else the share given (a study worker's), else
+    this process's share of the machine's cores."""
+    torch.set_num_threads(cfg.threads or threads or distributed.cores_per_process())
 
 
 def build_training(cfg: Config, device: torch.device):
@@ -298,7 +298,8 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None, on_epoch=None, force: bool = False) -> dict:
+          progress: bool = True, command: list[str] | None = None, on_epoch=None, force: bool = False,
+          threads: int | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
 
     A folder that already holds a run (config.yaml, checkpoint.pt or summary.json) is
@@ -307,6 +308,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     held throughout, so a second process training the same folder is refused. A run
     that fails before its first file is written leaves no folder behind.
 
+    threads: CPU threads when the config sets none (`threads=0`), e.g. a study worker's
+    share of the cores; None: this process's share.
     on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
     (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
     """
@@ -315,8 +318,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
         raise ValueError("train() needs a config unless it resumes a run folder")
     if resume and force:
         raise ValueError("train(): resume continues a run, force starts it over; not both")
+    args = (data_path, resume, force, log, progress, command, on_epoch, threads)
     if not distributed.is_main_process():  # rank 0 alone writes (and locks) the folder
-        return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
+        return _train(cfg, run_dir, *args)
     if not resume and not force:
         runfolder.refuse_existing(run_dir)  # before anything is created
     made = runfolder.missing_folders(run_dir)
@@ -324,7 +328,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     try:
         if not resume and not force:
             runfolder.refuse_existing(run_dir)  # again, under the lock: another process may have started it
-        return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
+        return _train(cfg, run_dir, *args)
     except BaseException:
         runfolder.discard(run_dir, made, lock)
         raise
@@ -388,7 +392,7 @@ def _resume_state(cfg: Config | None, run_dir: Path):
 
 
 def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bool, log, progress: bool,
-           command, on_epoch) -> dict:
+           command, on_epoch, threads) -> dict:
     ckpt_path = run_dir / "checkpoint.pt"
     state = None
     if resume:
@@ -400,7 +404,7 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
     if not ddp.is_main:  # rank 0 alone speaks and writes
         log, progress = (lambda *a, **k: None), False
 
-    setup_threads(cfg)
+    setup_threads(cfg, threads)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
     device = ddp.device(pick_device(cfg.device))
     amp = amp_dtype(cfg, device)

@@ -150,6 +150,18 @@ def test_a_jobs_thread_share_is_handed_to_train_not_left_in_the_environment(tmp_
             assert r["status"] == "trained", r
             summary = json.loads((tmp_path / f"t{share}" / "summary.json").read_text())
             assert summary["device"].endswith(f", {share} threads)")
+            assert summary["command"] is None  # planned without one: none recorded, not this process's argv
     finally:
         torch.set_num_threads(before)
     assert not any(k.startswith("CIFARLAB_THREADS") for k in os.environ)
+
+
+def test_the_command_is_given_not_read_from_argv(tmp_path):
+    from cifarlab.study import open_study, plan
+    line = "cifarlab study --only vgg3 --out 'my studies/x' epochs=1"
+    jobs = plan(["vgg3"], 1, ["epochs=1"], tmp_path / "s", command=line)
+    assert jobs[0].command == ("cifarlab", "study", "--only", "vgg3", "--out", "my studies/x", "epochs=1")
+    assert plan(["vgg3"], 1, ["epochs=1"], tmp_path / "s")[0].command == ()
+    settings = {"overrides": [], "epochs_scale": 1.0, "quick": False}
+    assert open_study(tmp_path / "s", settings, {}, line)["invocations"][-1]["command"][-1] == "epochs=1"
+    assert open_study(tmp_path / "s", settings, {})["invocations"][-1]["command"] is None

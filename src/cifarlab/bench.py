@@ -38,6 +38,7 @@ from torch import nn
 
 from .config import apply_overrides, load_preset
 from .files import atomic_write_text
+from .runfolder import command_words
 from .train import (build_training, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
                     setup_threads, train_step)
 
@@ -383,13 +384,15 @@ def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     return None
 
 
-def run(args, log=print) -> dict:
+def run(args, log=print, command=None) -> dict:
+    """The benchmark `args` (bench's command-line options) ask for; `command` (the command line)
+    is recorded in the result, none when None."""
     models = [m for m in (args.models if args.models is not None else
                           "" if args.runs else "vgg3,combined").split(",") if m]
     setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
     device = torch.device(args.device)
     result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
-              "subset": args.subset, "models": [], "command": sys.argv}
+              "subset": args.subset, "models": [], "command": command_words(command)}
     log(f"device: {result['device']}")
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"

@@ -37,6 +37,14 @@ class ConfigMismatchError(RunFolderError):
     """A run folder trained with other settings than the ones given."""
 
 
+def command_words(command) -> list[str] | None:
+    """The command that started a run, as a list of words for its records: a command line
+    given as one string is split as a shell would; None (no command given) stays None."""
+    if command is None:
+        return None
+    return shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
+
+
 def run_files(run_dir) -> list[str]:
     run_dir = Path(run_dir)
     return [name for name in RUN_FILES if (run_dir / name).is_file()]

@@ -19,7 +19,6 @@ import math
 import platform
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +297,7 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None, on_epoch=None, force: bool = False,
+          progress: bool = True, command: list[str] | str | None = None, on_epoch=None, force: bool = False,
           threads: int | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
 
@@ -308,8 +307,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     held throughout, so a second process training the same folder is refused. A run
     that fails before its first file is written leaves no folder behind.
 
-    threads: CPU threads when the config sets none (`threads=0`), e.g. a study worker's
-    share of the cores; None: this process's share.
+    command: what started the run (the command line, as the caller has it), kept in
+    summary.json; None records none. threads: CPU threads when the config sets none
+    (`threads=0`), e.g. a study worker's share of the cores; None: this process's share.
     on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
     (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
     """
@@ -535,7 +535,7 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
         "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),
         "device": _device_name(device), "arithmetic": arithmetic_name(amp), "versions": _versions(), "code": code,
         "segments": segments,
-        "command": command if command is not None else sys.argv,
+        "command": runfolder.command_words(command),
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
     }

@@ -89,7 +89,7 @@ class Config:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
     threads: int = 0  # CPU threads for torch (0: all cores)
     channels_last: bool = True  # memory format; faster convolutions on CPU and GPU
-    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU), native (bf16 on CUDA and on CPUs with AVX-512 BF16/AMX, else off), off, bf16, fp16
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU), native (bf16 on CUDA and on CPUs with AVX-512 BF16/AMX, else off), off, bf16, fp16 (with loss scaling; emulated, and slow, on CPUs)
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1000
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror (2 views), 2 mirror and 1-pixel translations (6 views)

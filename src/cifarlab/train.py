@@ -268,6 +268,12 @@ def build_training(cfg: Config, device: torch.device):
     return model, fwd, build_optimizer(model, cfg)
 
 
+def grad_scaler(amp, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 runs scale the loss so that small gradients do not underflow to zero in fp16;
+    bf16 (fp32's range) and fp32 runs need no scaler."""
+    return torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+
+
 def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator, flip_mask=None):
     """The training batch at `idx`: augmented, normalised, in the config's memory format.
 
@@ -279,11 +285,15 @@ def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator,
     return xb, data.y_train[idx]
 
 
-def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config, lr: float, amp=None):
+def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config, lr: float, amp=None,
+               scaler: torch.amp.GradScaler | None = None):
     """One optimiser step: learning rate, forward, loss, backward, decay, step.
 
-    `fwd` is the model or its compiled form. Returns the loss (with any L2 term) and the
-    logits, both detached and left on the device: reading them is the caller's host sync.
+    `fwd` is the model or its compiled form. With a `scaler` (fp16), the loss is scaled
+    before backward, the gradients are unscaled before the decay and the step, and a step
+    whose gradients overflowed is skipped by the scaler (the decoupled decay still shrinks
+    the weights on it). Returns the loss (with any L2 term) and the logits, both detached
+    and left on the device: reading them is the caller's host sync.
     """
     set_lr(opt, lr)
     with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
@@ -291,9 +301,16 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
         loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
     total = loss + l2_penalty(model, cfg.l2)
     opt.zero_grad(set_to_none=True)
-    total.backward()
-    decoupled_decay(opt)
-    opt.step()
+    if scaler is None:
+        total.backward()
+        decoupled_decay(opt)
+        opt.step()
+    else:
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)
+        decoupled_decay(opt)
+        scaler.step(opt)
+        scaler.update()
     return total.detach(), out.detach()
 
 
@@ -431,6 +448,7 @@ class Run:
     log: Callable
     progress: bool
     t_start: float  # perf_counter at data loading: the summary's total_seconds
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
     lookahead: Lookahead | None = None
     tb: object = None  # tensorboard.RunWriter or Null
     history: list = field(default_factory=list)  # the metrics rows of the epochs done
@@ -471,7 +489,7 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume:
     model, fwd = ddp.wrap(model, fwd, cfg, device)  # DistributedDataParallel under torchrun
     steps = steps_per_epoch(cfg, len(data.y_train))
     run = Run(cfg, run_dir, ddp, device, amp, data, model, fwd, opt, build_schedule(cfg, steps), steps, log,
-              progress, t_start)
+              progress, t_start, scaler=grad_scaler(amp, device))
     ddp.check_batches(run.train_images, cfg)
     if cfg.lookahead_every:  # fast94: a Lookahead averager of the weights
         run.lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay)
@@ -500,9 +518,11 @@ def _open_folder(run: Run, force: bool) -> None:
 
 
 def restore(run: Run, state: dict) -> None:
-    """Continue from a checkpoint: weights, optimiser, averager, record and every RNG."""
+    """Continue from a checkpoint: weights, optimiser, scaler, averager, record and every RNG."""
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
+    if run.scaler is not None and "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
     if run.lookahead is not None:
         run.lookahead.load_state_dict(state["lookahead"])
     run.history, run.start_epoch, run.wall = state["history"], state["epoch"], state["wall_seconds"]
@@ -523,7 +543,11 @@ def _announce(run: Run) -> None:
 
 def save_checkpoint(run: Run, epochs_done: int) -> None:
     """checkpoint.pt: everything needed to continue after `epochs_done` epochs exactly as if never stopped."""
-    extra = {"lookahead": run.lookahead.state_dict()} if run.lookahead is not None else {}
+    extra = {}
+    if run.scaler is not None:
+        extra["scaler"] = run.scaler.state_dict()
+    if run.lookahead is not None:
+        extra["lookahead"] = run.lookahead.state_dict()
     checkpoint.save(run.run_dir / "checkpoint.pt", {
         "config": to_dict(run.cfg), "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
         "epoch": epochs_done, "step": epochs_done * run.steps, "history": run.history,
@@ -569,7 +593,7 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[_Totals, float]:
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         # this rank's slice of the batch (all of it when training alone)
         xb, yb = run.ddp.split_batch(*make_batch(data, idx, cfg, gen, None if flips is None else flips[idx]))
-        total, out = train_step(run.model, run.fwd, run.opt, xb, yb, cfg, lr, run.amp)
+        total, out = train_step(run.model, run.fwd, run.opt, xb, yb, cfg, lr, run.amp, run.scaler)
         if run.lookahead is not None:
             run.lookahead.step(step, cfg.epochs * run.steps)
         totals.add(total, out, yb)

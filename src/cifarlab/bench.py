@@ -38,7 +38,7 @@ from torch import nn
 
 from .config import apply_overrides, load_preset
 from .files import atomic_write_text
-from .runfolder import command_words
+from .runfolder import command_words, read_summary
 from .train import (build_training, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
                     setup_threads, train_step)
 
@@ -372,8 +372,7 @@ def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     val_split); otherwise, or when no row reaches it, the final test evaluation (with the
     run's test-time augmentation and Lookahead weights) counts, at the run's whole time
     from data loading to that evaluation (summary.json's total_seconds)."""
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
     if summary.get("val_is_test", True):
         hit = time_to_accuracy(read_metrics(run_dir), target)
         if hit:

@@ -88,10 +88,11 @@ def arithmetic(summary: dict, config: dict) -> str:
 
 def load_run(run_dir: Path) -> dict | str:
     """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
+    from .runfolder import read_summary
     from .train import read_metrics
     if not (run_dir / "summary.json").is_file():
         return ""
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = read_summary(run_dir)
     if s.get("test_acc") is None:  # trained with test=false: nothing to report against the references
         return " (test set not used)"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -165,7 +165,7 @@ def run_job(job: Job) -> dict:
     "test_acc", "error"}. A run folder whose config.yaml differs from the job's config
     is not touched (mismatch). The run's own output goes to run_dir/train.log.
     """
-    from .runfolder import ConfigMismatchError, RunBusyError
+    from .runfolder import ConfigMismatchError, RunBusyError, read_summary
     from .train import train
     run_dir = Path(job.run_dir)
     out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
@@ -174,7 +174,7 @@ def run_job(job: Job) -> dict:
         out["status"], out["error"] = "mismatch", mismatch
         return out
     if run_status(run_dir) == "finished":
-        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
+        out["test_acc"] = read_summary(run_dir)["test_acc"]
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, started = time.perf_counter(), time.time()

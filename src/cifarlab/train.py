@@ -388,7 +388,7 @@ def _resume_state(cfg: Config | None, run_dir: Path):
     if (run_dir / "summary.json").is_file():
         if cfg is not None and on_disk is not None:
             _same_config(cfg, on_disk, "the config given", "its config.yaml", other, given)
-        return cfg or on_disk, None, json.loads((run_dir / "summary.json").read_text())
+        return cfg or on_disk, None, runfolder.read_summary(run_dir)
     state = None
     if (run_dir / "checkpoint.pt").is_file():
         state = checkpoint.read(run_dir / "checkpoint.pt")
@@ -549,6 +549,7 @@ def save_checkpoint(run: Run, epochs_done: int) -> None:
     if run.lookahead is not None:
         extra["lookahead"] = run.lookahead.state_dict()
     checkpoint.save(run.run_dir / "checkpoint.pt", {
+        "format_version": runfolder.FORMAT_VERSION,
         "config": to_dict(run.cfg), "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
         "epoch": epochs_done, "step": epochs_done * run.steps, "history": run.history,
         "wall_seconds": run.wall, "rng": checkpoint.rng_state(), "segments": run.segments,
@@ -671,6 +672,7 @@ def finish_run(run: Run, command) -> dict:
 def _summary(run: Run, test: dict, final: dict, command) -> dict:
     cfg, data = run.cfg, run.data
     summary = {
+        "format_version": runfolder.FORMAT_VERSION,
         "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"], **final,
         "val_acc_last": run.history[-1]["val_acc"] if run.history else None,  # the last epoch's, without TTA
         "tta": cfg.tta, "total_seconds": time.perf_counter() - run.t_start,

@@ -53,15 +53,15 @@ def test_fastnet_layout_and_off_switches(images):
     assert len(bns) == 6 and not any(b.weight.requires_grad for b in bns)
     assert not net.whiten.weight.requires_grad
     before = net.whiten.weight.clone()
-    net.init_from_data(x, mean, std, n=500)
+    net.setup_from_data(x, mean, std, n=500)
     assert not torch.equal(before, net.whiten.weight)
-    net.set_epoch(2, 3)
+    net.on_epoch_start(2)  # whiten_bias_epochs=3: the bias trains in epochs 0, 1, 2
     assert net.whiten.bias.requires_grad
-    net.set_epoch(3, 3)
+    net.on_epoch_start(3)
     assert not net.whiten.bias.requires_grad
     plain = build_model(apply_overrides(load_preset("fast94"), ["whiten=false", "bn_freeze_weight=false"]))
     w = plain.whiten.weight.clone()
-    plain.init_from_data(x, mean, std)
+    plain.setup_from_data(x, mean, std)
     assert torch.equal(w, plain.whiten.weight) and plain.whiten.weight.requires_grad
     assert all(m.weight.requires_grad for m in plain.modules() if isinstance(m, nn.BatchNorm2d))
 
@@ -141,7 +141,7 @@ def test_tta_views_and_evaluate(images):
     up_left = views[2][1]  # moved one pixel: its interior is the image shifted
     assert torch.equal(up_left[:, :, 1:, 1:], xb[:, :, :-1, :-1])
     net = FastNet().eval()
-    net.init_from_data(x, mean, std, n=500)
+    net.setup_from_data(x, mean, std, n=500)
     r0 = evaluate(net, x[:200], y[:200], mean, std, 100, tta=0)
     r1 = evaluate(net, x[:200], y[:200], mean, std, 100, tta=1)
     with torch.no_grad():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifarlab.config import ConfigError, load_preset, from_dict
+from cifarlab.config import ConfigError, apply_overrides, load_preset, from_dict
 from cifarlab.models import VGG, build_model, count_parameters
 
 
@@ -121,3 +121,18 @@ def test_dropout_mask_follows_the_input_layout(cifar):
     assert y.is_contiguous(memory_format=torch.channels_last)
     t = x.transpose(0, 1)  # neither layout: the mask is still a valid one
     assert keep_mask(t, 0.3).shape == t.shape
+
+
+def test_every_network_declares_the_training_hooks():
+    from cifarlab.models import Model
+    vgg = build_model(load_preset("vgg3"))
+    fast = build_model(apply_overrides(load_preset("fast94"), ["whiten_bias_epochs=2"]))
+    assert isinstance(vgg, Model) and isinstance(fast, Model)
+    before = {k: v.clone() for k, v in vgg.state_dict().items()}
+    vgg.setup_from_data(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(3), torch.ones(3))
+    vgg.on_epoch_start(0)  # VGG needs neither hook: nothing changes
+    assert all(torch.equal(before[k], v) for k, v in vgg.state_dict().items())
+    fast.on_epoch_start(1)  # the config's whiten_bias_epochs travels with the network
+    assert fast.whiten.bias.requires_grad
+    fast.on_epoch_start(2)
+    assert not fast.whiten.bias.requires_grad

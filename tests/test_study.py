@@ -134,3 +134,36 @@ def test_jobs_and_the_job_function_travel_to_other_processes():
     assert pickle.loads(pickle.dumps(jobs)) == jobs
     assert pickle.loads(pickle.dumps(run_job)) is run_job  # importable by name, as a Ray task needs
     assert {"local", "inline"} <= set(BACKENDS)
+
+
+def test_a_jobs_thread_share_is_handed_to_train_not_left_in_the_environment(tmp_path):
+    import dataclasses
+    import os
+
+    import torch
+
+    from cifarlab.study import plan, run_job
+    job = plan(["vgg1"], 1, ["subset=300", "val_split=100", "epochs=1", "widths=[4]", "dense=8", "test=false"],
+               tmp_path / "s")[0]
+    before = torch.get_num_threads()
+    try:
+        for share in (1, 2):
+            r = run_job(dataclasses.replace(job, threads=share, run_dir=str(tmp_path / f"t{share}")))
+            assert r["status"] == "trained", r
+            summary = json.loads((tmp_path / f"t{share}" / "summary.json").read_text())
+            assert summary["device"].endswith(f", {share} threads)")
+            assert summary["command"] is None  # planned without one: none recorded, not this process's argv
+    finally:
+        torch.set_num_threads(before)
+    assert not any(k.startswith("CIFARLAB_THREADS") for k in os.environ)
+
+
+def test_the_command_is_given_not_read_from_argv(tmp_path):
+    from cifarlab.study import open_study, plan
+    line = "cifarlab study --only vgg3 --out 'my studies/x' epochs=1"
+    jobs = plan(["vgg3"], 1, ["epochs=1"], tmp_path / "s", command=line)
+    assert jobs[0].command == ("cifarlab", "study", "--only", "vgg3", "--out", "my studies/x", "epochs=1")
+    assert plan(["vgg3"], 1, ["epochs=1"], tmp_path / "s")[0].command == ()
+    settings = {"overrides": [], "epochs_scale": 1.0, "quick": False}
+    assert open_study(tmp_path / "s", settings, {}, line)["invocations"][-1]["command"][-1] == "epochs=1"
+    assert open_study(tmp_path / "s", settings, {})["invocations"][-1]["command"] is None

@@ -104,9 +104,9 @@ def test_progress_to_a_pipe_prints_lines_not_carriage_returns(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "\r" not in p.stderr
-    bar_lines = [l for l in p.stderr.splitlines() if l.startswith("epoch 1/1 [")]
+    bar_lines = [line for line in p.stderr.splitlines() if line.startswith("epoch 1/1 [")]
     assert len(bar_lines) >= 2  # a line at each quarter
-    header = next(l for l in p.stdout.splitlines() if l.split()[:2] == ["epoch", "train_loss"])
+    header = next(line for line in p.stdout.splitlines() if line.split()[:2] == ["epoch", "train_loss"])
     assert "img/s" in header and "lr" in header
 
 
@@ -121,3 +121,37 @@ def test_amp_native_is_bf16_only_where_the_hardware_has_it():
     assert amp_dtype(apply_overrides(cfg, ["amp=auto"]), cpu) is None  # the study's presets: fp32 on a CPU
     assert amp_dtype(apply_overrides(cfg, ["amp=bf16"]), cpu) == torch.bfloat16
     assert load_preset("fast94").amp == load_preset("fast_combined").amp == "native"
+
+
+def test_fp16_trains_with_a_grad_scaler_kept_in_the_checkpoint(tmp_path):
+    """fp16 autocast with loss scaling, on the CPU (emulated there: a tiny network, a few seconds
+    an epoch); stopped after epoch 1 and resumed, it ends as the run that never stopped."""
+    import math
+
+    from cifarlab.checkpoint import load
+    cfg = apply_overrides(load_preset("vgg1"), [
+        "widths=[8]", "dense=16", "subset=1200", "val_split=200", "epochs=2", "threads=1", "test=false",
+        "eval_batch_size=200", "device=cpu", "optimizer=adam", "lr=0.003", "amp=fp16"])
+    s = train(cfg, tmp_path / "ref", progress=False, log=lambda *a: None)
+    rows = read_metrics(tmp_path / "ref")
+    assert s["arithmetic"] == "fp16"
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert s["val_acc_last"] > 0.15, rows  # chance is 0.10 (about 0.20 here, on 200 held-out images)
+    scaler = load(tmp_path / "ref" / "checkpoint.pt")["scaler"]
+    assert scaler["scale"] > 0 and "_growth_tracker" in scaler
+
+    class Stop(Exception):
+        pass
+
+    def stop(row, model, run_dir):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", progress=False, log=lambda *a: None, on_epoch=stop)
+    cut = load(tmp_path / "cut" / "checkpoint.pt")
+    assert cut["epoch"] == 1 and "scaler" in cut  # the scaler as it was after epoch 1
+    again = train(None, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
+    assert [[r[k] for k in VALUES] for r in rows] == [[r[k] for k in VALUES] for r in read_metrics(tmp_path / "cut")]
+    assert again["val_acc_last"] == s["val_acc_last"]
+    assert load(tmp_path / "cut" / "checkpoint.pt")["scaler"] == scaler

@@ -10,6 +10,8 @@ weights-only unpickler: a file that would call anything else (code planted in a 
 file) is refused with a CheckpointError, and nothing in it runs. Checkpoints that store
 NumPy's RNG state as a NumPy array (written before it was stored as a tensor) still load:
 the array type, its dtype and its unpickling helper are the only other things allowed.
+A checkpoint records its format_version (runfolder.FORMAT_VERSION); one of a newer
+format than this code reads is refused, one without it (older) loads as before.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import CifarlabError
+from .runfolder import check_format
 from .files import WriteError, atomic_write, atomic_write_text, make_readable  # noqa: F401 (re-exported)
 
 
@@ -85,6 +88,7 @@ def load(path: Path) -> dict:
                               f"cifarlab checkpoint", damaged=True) from None
     if not isinstance(state, dict) or not {"config", "model"} <= state.keys():
         raise CheckpointError(f"{path}: not a cifarlab checkpoint (no config and model in it)")
+    check_format(state, path, CheckpointError)
     return state
 
 

@@ -41,15 +41,18 @@ class Config:
     dense: int = 128  # hidden units of the head
     dropout: float | list = 0.0  # one rate, or one per position: after each pool, then after the dense layer
     batchnorm: bool = False  # BN after every conv's ReLU and after the dense layer's ReLU
-    bn_dropout_order: str = "bn_first"  # bn_first (the study's combined) or swapped (Dropout where BN was, BN where Dropout was)
-    whiten: bool = True  # fast94: first layer = frozen 2x2 patch whitening from the training images (false: a trained conv)
+    # bn_first (the study's combined) or swapped (Dropout where BN was, BN where Dropout was)
+    bn_dropout_order: str = "bn_first"
+    # fast94: first layer = frozen 2x2 patch whitening from the training images (false: a trained conv)
+    whiten: bool = True
     whiten_bias_epochs: int = 3  # fast94: train the whitening bias only in the first N epochs (0: always)
     bn_freeze_weight: bool = True  # fast94: BN scales fixed at 1 (false: trained)
 
     # data
     norm: str = "scale"  # scale: x/255; standardize: per-channel mean and std of the training images
     augment: str = "none"  # none, shift_flip (Keras ImageDataGenerator), crop_flip, flip
-    alt_flip: bool = False  # flip, crop_flip: each image mirrored on alternate epochs (a seeded half starts mirrored) instead of by coin toss
+    # flip, crop_flip: each image mirrored on alternate epochs (a seeded half starts mirrored) instead of by coin toss
+    alt_flip: bool = False
     shift: float = 0.1  # shift_flip: max shift as a fraction of the side (Keras width/height_shift_range)
     crop_pad: int = 4  # crop_flip: reflect padding in pixels
     subset: int = 0  # train on a class-balanced subset of this many images (0: all)
@@ -67,10 +70,12 @@ class Config:
     eps: float = 1e-7  # Adam/AdamW epsilon (Keras default 1e-7; PyTorch's is 1e-8)
     l2: float = 0.0  # Keras l2(c): adds c * sum(w^2) of each regularised kernel to the loss
     weight_decay: float = 0.0  # decoupled decay (AdamW; SGD's own weight_decay when optimizer=sgd)
-    decay_on: str = "weights"  # which parameters weight_decay touches: kernels (convs + hidden dense), weights (every >=2-D weight), all
+    # which parameters weight_decay touches: kernels (convs + hidden dense), weights (every >=2-D weight), all
+    decay_on: str = "weights"
     label_smoothing: float = 0.0
     bias_lr_scale: float = 1.0  # BatchNorm shifts learn at this times lr; their decoupled decay is divided by it
-    lookahead_every: int = 0  # Lookahead: every N steps pull slow weights toward the fast ones and restart from them (0: off)
+    # Lookahead: every N steps pull slow weights toward the fast ones and restart from them (0: off)
+    lookahead_every: int = 0
     lookahead_decay: float = 0.95  # Lookahead: per-step decay, ramped up as (step/total)^3 (see optim.lookahead_decay)
 
     # learning-rate schedule, a pure function of the step (see optim.py)
@@ -89,7 +94,9 @@ class Config:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
     threads: int = 0  # CPU threads for torch (0: all cores)
     channels_last: bool = True  # memory format; faster convolutions on CPU and GPU
-    amp: str = "auto"  # auto (bf16 on CUDA when supported, off on CPU), native (bf16 on CUDA and on CPUs with AVX-512 BF16/AMX, else off), off, bf16, fp16
+    # auto (bf16 on CUDA when supported, off on CPU), native (bf16 on CUDA and on CPUs with AVX-512 BF16/AMX,
+    # else off), off, bf16, fp16 (with loss scaling; emulated, and slow, on CPUs)
+    amp: str = "auto"
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1000
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror (2 views), 2 mirror and 1-pixel translations (6 views)
@@ -382,7 +389,8 @@ def load_file(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
-NOTES = ("description", "reference", "comparable")  # words, published figures, the comparability mark: no part of what a run trains
+# words, published figures, the comparability mark: no part of what a run trains
+NOTES = ("description", "reference", "comparable")
 
 
 def differences(a: Config, b: Config) -> list[str]:

@@ -8,16 +8,23 @@ The lock file is the one `cifarlab study` takes for each of its runs, so a study
 `cifarlab train` never train one folder at once. A folder holds a run once it has
 config.yaml, checkpoint.pt or summary.json; `cifarlab train --out` refuses such a
 folder unless told to resume it (--resume) or to start it over (--force).
+
+A run folder's files carry the format they are written in: checkpoint.pt and
+summary.json hold `format_version` (FORMAT_VERSION). A file of a newer format than this
+cifarlab reads is refused in one line; one without the key (written before it existed)
+is version 0 and read as before.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shlex
 from pathlib import Path
 
 from .errors import CifarlabError
 
+FORMAT_VERSION = 1  # of checkpoint.pt and summary.json; 0: files written before they recorded one
 LOCK = ".lock"
 RUN_FILES = ("config.yaml", "checkpoint.pt", "summary.json")  # any of them: the folder holds a run
 # What a run (and `cifarlab evaluate`) writes; --force deletes these before starting over.
@@ -35,6 +42,33 @@ class RunBusyError(RunFolderError):
 
 class ConfigMismatchError(RunFolderError):
     """A run folder trained with other settings than the ones given."""
+
+
+def check_format(record: dict, path, error: type[CifarlabError] = RunFolderError) -> None:
+    """Refuse `record` (read from `path`) when it was written in a newer format than this code reads."""
+    version = record.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise error(f"{path}: format_version {version!r} is not a format version; the file is damaged or not "
+                    f"cifarlab's")
+    if version > FORMAT_VERSION:
+        raise error(f"{path}: written in format version {version}, newer than this cifarlab reads "
+                    f"(up to {FORMAT_VERSION}); use the cifarlab version that wrote it, or a newer one")
+
+
+def read_summary(run_dir) -> dict:
+    """A finished run's summary.json, refused (RunFolderError) when its format is newer than this code's."""
+    path = Path(run_dir) / "summary.json"
+    summary = json.loads(path.read_text())
+    check_format(summary, path)
+    return summary
+
+
+def command_words(command) -> list[str] | None:
+    """The command that started a run, as a list of words for its records: a command line
+    given as one string is split as a shell would; None (no command given) stays None."""
+    if command is None:
+        return None
+    return shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
 
 
 def run_files(run_dir) -> list[str]:

@@ -16,14 +16,13 @@ import csv
 import io
 import json
 import math
-import os
 import platform
 import shlex
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
 from .errors import CifarlabError
 from .files import WriteError, sweep
-from .models import build_model, count_parameters
+from .models import Model, build_model, count_parameters
 from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
 from .progress import Progress
 
@@ -252,9 +251,10 @@ def _row(r: dict) -> str:
             f"{r['val_acc']:>7.4f} {r['lr']:>9.3g} {r['epoch_seconds']:>7.1f} {r['images_per_second']:>7.0f}")
 
 
-def setup_threads(cfg: Config) -> None:
-    n = cfg.threads or int(os.environ.get("CIFARLAB_THREADS", 0)) or distributed.cores_per_process()
-    torch.set_num_threads(n)
+def setup_threads(cfg: Config, threads: int | None = None) -> None:
+    """torch's CPU threads: the config's `threads`, else the share given (a study worker's), else
+    this process's share of the machine's cores."""
+    torch.set_num_threads(cfg.threads or threads or distributed.cores_per_process())
 
 
 def build_training(cfg: Config, device: torch.device):
@@ -268,6 +268,12 @@ def build_training(cfg: Config, device: torch.device):
     return model, fwd, build_optimizer(model, cfg)
 
 
+def grad_scaler(amp, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 runs scale the loss so that small gradients do not underflow to zero in fp16;
+    bf16 (fp32's range) and fp32 runs need no scaler."""
+    return torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+
+
 def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator, flip_mask=None):
     """The training batch at `idx`: augmented, normalised, in the config's memory format.
 
@@ -279,11 +285,15 @@ def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator,
     return xb, data.y_train[idx]
 
 
-def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config, lr: float, amp=None):
+def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config, lr: float, amp=None,
+               scaler: torch.amp.GradScaler | None = None):
     """One optimiser step: learning rate, forward, loss, backward, decay, step.
 
-    `fwd` is the model or its compiled form. Returns the loss (with any L2 term) and the
-    logits, both detached and left on the device: reading them is the caller's host sync.
+    `fwd` is the model or its compiled form. With a `scaler` (fp16), the loss is scaled
+    before backward, the gradients are unscaled before the decay and the step, and a step
+    whose gradients overflowed is skipped by the scaler (the decoupled decay still shrinks
+    the weights on it). Returns the loss (with any L2 term) and the logits, both detached
+    and left on the device: reading them is the caller's host sync.
     """
     set_lr(opt, lr)
     with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
@@ -291,14 +301,22 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
         loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
     total = loss + l2_penalty(model, cfg.l2)
     opt.zero_grad(set_to_none=True)
-    total.backward()
-    decoupled_decay(opt)
-    opt.step()
+    if scaler is None:
+        total.backward()
+        decoupled_decay(opt)
+        opt.step()
+    else:
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)
+        decoupled_decay(opt)
+        scaler.step(opt)
+        scaler.update()
     return total.detach(), out.detach()
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
-          progress: bool = True, command: list[str] | None = None, on_epoch=None, force: bool = False) -> dict:
+          progress: bool = True, command: list[str] | str | None = None, on_epoch=None, force: bool = False,
+          threads: int | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
 
     A folder that already holds a run (config.yaml, checkpoint.pt or summary.json) is
@@ -307,6 +325,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     held throughout, so a second process training the same folder is refused. A run
     that fails before its first file is written leaves no folder behind.
 
+    command: what started the run (the command line, as the caller has it), kept in
+    summary.json; None records none. threads: CPU threads when the config sets none
+    (`threads=0`), e.g. a study worker's share of the cores; None: this process's share.
     on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
     (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
     """
@@ -316,8 +337,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     if resume and force:
         raise ValueError("train(): resume continues a run, force starts it over; not both")
     runtime.keep_freed_memory()  # a step re-allocates what the last one freed (runtime.py)
+    args = (data_path, resume, force, log, progress, command, on_epoch, threads)
     if not distributed.is_main_process():  # rank 0 alone writes (and locks) the folder
-        return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
+        return _train(cfg, run_dir, *args)
     if not resume and not force:
         runfolder.refuse_existing(run_dir)  # before anything is created
     made = runfolder.missing_folders(run_dir)
@@ -325,7 +347,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     try:
         if not resume and not force:
             runfolder.refuse_existing(run_dir)  # again, under the lock: another process may have started it
-        return _train(cfg, run_dir, data_path, resume, force, log, progress, command, on_epoch)
+        return _train(cfg, run_dir, *args)
     except BaseException:
         runfolder.discard(run_dir, made, lock)
         raise
@@ -367,7 +389,7 @@ def _resume_state(cfg: Config | None, run_dir: Path):
     if (run_dir / "summary.json").is_file():
         if cfg is not None and on_disk is not None:
             _same_config(cfg, on_disk, "the config given", "its config.yaml", other, given)
-        return cfg or on_disk, None, json.loads((run_dir / "summary.json").read_text())
+        return cfg or on_disk, None, runfolder.read_summary(run_dir)
     state = None
     if (run_dir / "checkpoint.pt").is_file():
         state = checkpoint.read(run_dir / "checkpoint.pt")
@@ -389,167 +411,282 @@ def _resume_state(cfg: Config | None, run_dir: Path):
 
 
 def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bool, log, progress: bool,
-           command, on_epoch) -> dict:
-    ckpt_path = run_dir / "checkpoint.pt"
+           command, on_epoch, threads) -> dict:
+    """Restore or set up the run, train its remaining epochs one by one, finish it."""
     state = None
     if resume:
         cfg, state, finished = _resume_state(cfg, run_dir)
         if finished is not None:
             log(f"{run_dir} already finished; nothing to resume")
             return finished
+    run = start_run(cfg, run_dir, state, data_path, resume, force, log, progress, threads)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        row = run_epoch(run, epoch)
+        end_epoch(run, row)
+        if on_epoch is not None and run.ddp.is_main:
+            on_epoch(row, run.model, run_dir)
+    return finish_run(run, command)
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+@dataclass
+class Run:
+    """A run in progress: its settings, data, network and optimiser state, and its record so far."""
+    cfg: Config
+    run_dir: Path
+    ddp: distributed.Context
+    device: torch.device
+    amp: torch.dtype | None  # the autocast dtype, None for fp32
+    data: Data
+    model: Model
+    fwd: torch.nn.Module  # the model's forward: compiled, or wrapped for DistributedDataParallel
+    opt: torch.optim.Optimizer
+    lr_at: Callable[[int], float]  # the learning rate at an optimiser step
+    steps: int  # optimiser steps per epoch
+    log: Callable
+    progress: bool
+    t_start: float  # perf_counter at data loading: the summary's total_seconds
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+    lookahead: Lookahead | None = None
+    tb: object = None  # tensorboard.RunWriter or Null
+    history: list = field(default_factory=list)  # the metrics rows of the epochs done
+    start_epoch: int = 0  # epochs done before this invocation
+    wall: float = 0.0  # seconds over the epochs done, every invocation's
+    segments: list = field(default_factory=list)  # each invocation that trained part of the run
+    code: dict = field(default_factory=dict)  # code_version() of this invocation
+    last_dt: float | None = None  # this process's last epoch, in seconds, for the ETA
+
+    @property
+    def train_images(self) -> int:
+        return len(self.data.y_train)
+
+
+def steps_per_epoch(cfg: Config, n: int) -> int:
+    steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    if steps < 1:
+        raise ConfigError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
+    return steps
+
+
+def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume: bool, force: bool, log,
+              progress: bool, threads: int | None) -> Run:
+    """Set up a run: device, data, network and optimiser, the folder's files, and with a
+    checkpoint (`state`) everything restored to where it stopped."""
     ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
     if not ddp.is_main:  # rank 0 alone speaks and writes
-        log, progress = (lambda *a, **k: None), False
-
-    setup_threads(cfg)
+        log, progress = _silent, False
+    setup_threads(cfg, threads)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
     device = ddp.device(pick_device(cfg.device))
     amp = amp_dtype(cfg, device)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)
-    # fast94 hook: the first layer learns from the data (before DDP copies rank 0's weights).
-    if state is None and hasattr(model, "init_from_data"):
-        model.init_from_data(data.x_train, data.mean, data.std)
+    if state is None:  # before DDP copies rank 0's weights to the others
+        model.setup_from_data(data.x_train, data.mean, data.std)
     model, fwd = ddp.wrap(model, fwd, cfg, device)  # DistributedDataParallel under torchrun
-    n_params = count_parameters(model)
-    n = len(data.y_train)
-    steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
-    if steps < 1:
-        raise ConfigError(f"{n} training images make no batch of {cfg.batch_size} with drop_last")
-    lr_at = build_schedule(cfg, steps)
-    ddp.check_batches(n, cfg)
-    # fast94 hook: an optional Lookahead averager of the weights.
-    lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
+    steps = steps_per_epoch(cfg, len(data.y_train))
+    run = Run(cfg, run_dir, ddp, device, amp, data, model, fwd, opt, build_schedule(cfg, steps), steps, log,
+              progress, t_start, scaler=grad_scaler(amp, device))
+    ddp.check_batches(run.train_images, cfg)
+    if cfg.lookahead_every:  # fast94: a Lookahead averager of the weights
+        run.lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay)
     started_before = (run_dir / "config.yaml").is_file()
     if ddp.is_main:  # everything that can fail on the settings or the data has run: the run starts here
-        if force:
-            runfolder.clear(run_dir)
-        # temporaries of writes cut short (kill -9 in a checkpoint write) whose writer is gone
-        sweep(run_dir, ".*.tmp", "*.tmp.png")
-        checkpoint.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-    history, start_epoch, wall = [], 0, 0.0
+        _open_folder(run, force)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if lookahead is not None:
-            lookahead.load_state_dict(state["lookahead"])
-        history, start_epoch, wall = state["history"], state["epoch"], state["wall_seconds"]
-        checkpoint.set_rng_state(state["rng"])
-        log(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+        restore(run, state)
+        log(f"resuming {run_dir} after epoch {run.start_epoch} of {cfg.epochs}")
     elif resume and started_before:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
-    # Each invocation that trains part of the run: from which epoch, with which code, on what.
-    segments = list(state.get("segments", [])) if state is not None else []
-    code = code_version()
-    segments.append({"from_epoch": start_epoch, "code": code, "device": _device_name(device)})
-    log(f"{cfg.name}: {n_params:,} parameters, {n} training images, {steps} steps/epoch, "
-        f"device {_device_name(device)}" + (f" x {ddp.world} processes" if ddp.active else ""))
-    _header(log)
-    for r in history:
-        log(_row(r))
-    tb = tensorboard.open_run(run_dir, to_dict(cfg), start_epoch * steps, enabled=ddp.is_main, log=log)
+    run.code = code_version()
+    run.segments.append({"from_epoch": run.start_epoch, "code": run.code, "device": _device_name(device)})
+    _announce(run)
+    run.tb = tensorboard.open_run(run_dir, to_dict(cfg), run.start_epoch * steps, enabled=ddp.is_main, log=log)
+    return run
 
-    def save_checkpoint(epochs_done: int) -> None:
-        checkpoint.save(ckpt_path, {
-            "config": to_dict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "epoch": epochs_done, "step": epochs_done * steps, "history": history,
-            "wall_seconds": wall, "rng": checkpoint.rng_state(), "segments": segments,
-            "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()}, "versions": _versions(),
-            **({"lookahead": lookahead.state_dict()} if lookahead is not None else {})})
 
-    model.train()
-    last_dt = None  # the last epoch's seconds in this process, for the run's ETA
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        # Everything random in this epoch follows from (seed, epoch): resume-exact.
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(n, generator=gen).to(device)
-        flips = alternating_flip_mask(n, epoch, cfg.seed).to(device) if cfg.alt_flip else None
-        if hasattr(model, "set_epoch"):
-            model.set_epoch(epoch, cfg.whiten_bias_epochs)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = Progress(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=progress,
-                       epochs_after=cfg.epochs - epoch - 1, epoch_seconds=last_dt)
-        for i in range(steps):
-            step = epoch * steps + i
-            lr = lr_at(step)
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            # this rank's slice of the batch (all of it when training alone)
-            xb, yb = ddp.split_batch(*make_batch(data, idx, cfg, gen, None if flips is None else flips[idx]))
-            total, out = train_step(model, fwd, opt, xb, yb, cfg, lr, amp)
-            if lookahead is not None:
-                lookahead.step(step, cfg.epochs * steps)
-            with torch.no_grad():
-                loss_sum += total * len(yb)
-                correct += (out.argmax(1) == yb).sum()
-            seen += len(yb)
-            running = lambda: loss_sum.item() / seen  # noqa: E731  (a host sync: only when shown or logged)
-            bar.update(1, loss=running)
-            tb.step(step + 1, running, lr, last=i == steps - 1)
-        bar.close()
-        loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)  # the whole global batch's
-        train_seconds = time.perf_counter() - t0
-        val = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size,
-                           cfg.channels_last, amp)
-        dt = last_dt = time.perf_counter() - t0
-        wall += dt
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
-               "images_per_second": seen / train_seconds, "wall_seconds": wall}
-        history.append(row)
-        log(_row(row))
-        tb.epoch(row, (epoch + 1) * steps)  # flushed before the checkpoint below
-        if ddp.is_main and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            try:
-                write_metrics(run_dir, history)
-                save_checkpoint(epoch + 1)
-                _plot(run_dir, history, cfg)
-            except WriteError as e:  # disk full, say: the last checkpoint written is still whole
-                raise WriteError(e.errno, f"{e}; once that is fixed, continue the run with "
-                                          f"`cifarlab train --resume {run_dir}`") from None
-        if on_epoch is not None and ddp.is_main:
-            on_epoch(row, model, run_dir)
+def _open_folder(run: Run, force: bool) -> None:
+    """The run folder as the run starts: an old run's files gone (force), temporaries of
+    writes cut short (kill -9 in a checkpoint write) swept, the resolved config.yaml written."""
+    if force:
+        runfolder.clear(run.run_dir)
+    sweep(run.run_dir, ".*.tmp", "*.tmp.png")
+    checkpoint.atomic_write_text(run.run_dir / "config.yaml", yaml.safe_dump(to_dict(run.cfg), sort_keys=False))
 
-    if lookahead is not None:
-        lookahead.finish()  # the slow weights are the result: evaluated, and what the checkpoint keeps
+
+def restore(run: Run, state: dict) -> None:
+    """Continue from a checkpoint: weights, optimiser, scaler, averager, record and every RNG."""
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    if run.scaler is not None and "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    if run.lookahead is not None:
+        run.lookahead.load_state_dict(state["lookahead"])
+    run.history, run.start_epoch, run.wall = state["history"], state["epoch"], state["wall_seconds"]
+    run.segments = list(state.get("segments", []))
+    checkpoint.set_rng_state(state["rng"])
+
+
+def _announce(run: Run) -> None:
+    """The run's one-line description, the table's header and the rows of the epochs done."""
+    cfg, ddp = run.cfg, run.ddp
+    run.log(f"{cfg.name}: {count_parameters(run.model):,} parameters, {run.train_images} training images, "
+            f"{run.steps} steps/epoch, device {_device_name(run.device)}"
+            + (f" x {ddp.world} processes" if ddp.active else ""))
+    _header(run.log)
+    for r in run.history:
+        run.log(_row(r))
+
+
+def save_checkpoint(run: Run, epochs_done: int) -> None:
+    """checkpoint.pt: everything needed to continue after `epochs_done` epochs exactly as if never stopped."""
+    extra = {}
+    if run.scaler is not None:
+        extra["scaler"] = run.scaler.state_dict()
+    if run.lookahead is not None:
+        extra["lookahead"] = run.lookahead.state_dict()
+    checkpoint.save(run.run_dir / "checkpoint.pt", {
+        "format_version": runfolder.FORMAT_VERSION,
+        "config": to_dict(run.cfg), "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+        "epoch": epochs_done, "step": epochs_done * run.steps, "history": run.history,
+        "wall_seconds": run.wall, "rng": checkpoint.rng_state(), "segments": run.segments,
+        "norm": {"mean": run.data.mean.tolist(), "std": run.data.std.tolist()}, "versions": _versions(),
+        **extra})
+
+
+class _Totals:
+    """Training loss and accuracy summed over an epoch's batches, on the device (no host sync per step)."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = 0
+
+    @torch.no_grad()
+    def add(self, total: torch.Tensor, out: torch.Tensor, yb: torch.Tensor) -> None:
+        self.loss_sum += total * len(yb)
+        self.correct += (out.argmax(1) == yb).sum()
+        self.seen += len(yb)
+
+    def running_loss(self) -> float:
+        """The epoch's mean loss so far: a host sync, so read only when shown or logged."""
+        return self.loss_sum.item() / self.seen
+
+
+def train_one_epoch(run: Run, epoch: int) -> tuple[_Totals, float]:
+    """Train the 0-based `epoch`: its loss and accuracy totals (this process's) and its last learning rate."""
+    cfg, data, n = run.cfg, run.data, run.train_images
+    # Everything random in this epoch follows from (seed, epoch): resume-exact.
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen).to(run.device)
+    flips = alternating_flip_mask(n, epoch, cfg.seed).to(run.device) if cfg.alt_flip else None
+    run.model.on_epoch_start(epoch)
+    totals = _Totals(run.device)
+    bar = Progress(run.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=run.progress,
+                   epochs_after=cfg.epochs - epoch - 1, epoch_seconds=run.last_dt)
+    for i in range(run.steps):
+        step = epoch * run.steps + i
+        lr = run.lr_at(step)
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        # this rank's slice of the batch (all of it when training alone)
+        xb, yb = run.ddp.split_batch(*make_batch(data, idx, cfg, gen, None if flips is None else flips[idx]))
+        total, out = train_step(run.model, run.fwd, run.opt, xb, yb, cfg, lr, run.amp, run.scaler)
+        if run.lookahead is not None:
+            run.lookahead.step(step, cfg.epochs * run.steps)
+        totals.add(total, out, yb)
+        bar.update(1, loss=totals.running_loss)
+        run.tb.step(step + 1, totals.running_loss, lr, last=i == run.steps - 1)
+    bar.close()
+    return totals, lr
+
+
+def evaluate_on(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0) -> dict:
+    """Loss and accuracy of the run's network on (x, y), over every process's share."""
+    return run.ddp.evaluate(evaluate, run.model, x, y, run.data.mean, run.data.std, run.cfg.eval_batch_size,
+                            run.cfg.channels_last, run.amp, tta)
+
+
+def run_epoch(run: Run, epoch: int) -> dict:
+    """Train `epoch`, validate, and add its metrics row to the run's record (and the log)."""
+    t0 = time.perf_counter()
+    totals, lr = train_one_epoch(run, epoch)
+    loss_sum, correct, seen = run.ddp.sum(totals.loss_sum, totals.correct, totals.seen)  # the global batch's
+    train_seconds = time.perf_counter() - t0
+    val = evaluate_on(run, run.data.x_val, run.data.y_val)
+    dt = run.last_dt = time.perf_counter() - t0
+    run.wall += dt
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+           "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
+           "images_per_second": seen / train_seconds, "wall_seconds": run.wall}
+    run.history.append(row)
+    run.log(_row(row))
+    run.tb.epoch(row, (epoch + 1) * run.steps)  # flushed before the checkpoint end_epoch writes
+    return row
+
+
+def end_epoch(run: Run, row: dict) -> None:
+    """After an epoch, when a checkpoint is due (rank 0): metrics.csv, checkpoint.pt, curves.png."""
+    done, cfg = row["epoch"], run.cfg
+    if not run.ddp.is_main or (done % cfg.checkpoint_every != 0 and done != cfg.epochs):
+        return
+    try:
+        write_metrics(run.run_dir, run.history)
+        save_checkpoint(run, done)
+        _plot(run.run_dir, run.history, cfg)
+    except WriteError as e:  # disk full, say: the last checkpoint written is still whole
+        raise WriteError(e.errno, f"{e}; once that is fixed, continue the run with "
+                                  f"`cifarlab train --resume {run.run_dir}`") from None
+
+
+def finish_run(run: Run, command) -> dict:
+    """The trained network's final scores, summary.json and the last log line; returns the summary."""
+    cfg, ddp = run.cfg, run.ddp
+    if run.lookahead is not None:
+        run.lookahead.finish()  # the slow weights are the result: evaluated, and what the checkpoint keeps
         if ddp.is_main:
-            save_checkpoint(cfg.epochs)  # a second finish() (resuming from here) changes nothing
+            save_checkpoint(run, cfg.epochs)  # a second finish() (resuming from here) changes nothing
     final = {}
-    if not data.val_is_test and (cfg.tta or lookahead is not None):
+    if not run.data.val_is_test and (cfg.tta or run.lookahead is not None):
         # the held-out score of exactly what is tested: the number to choose settings by
-        final["val_acc_final"] = ddp.evaluate(evaluate, model, data.x_val, data.y_val, data.mean, data.std,
-                                              cfg.eval_batch_size, cfg.channels_last, amp, cfg.tta)["acc"]
-    test = ddp.evaluate(evaluate, model, data.x_test, data.y_test, data.mean, data.std, cfg.eval_batch_size,
-                        cfg.channels_last, amp, cfg.tta) if cfg.test else {"acc": None, "loss": None}
+        final["val_acc_final"] = evaluate_on(run, run.data.x_val, run.data.y_val, cfg.tta)["acc"]
+    test = evaluate_on(run, run.data.x_test, run.data.y_test, cfg.tta) if cfg.test else {"acc": None, "loss": None}
+    summary = _summary(run, test, final, command)
+    if ddp.is_main:
+        checkpoint.atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
+    run.tb.finish(summary, cfg.epochs * run.steps)
+    run.tb.close()
+    ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
+    if cfg.test:
+        run.log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {run.wall:.0f}s  "
+                f"-> {run.run_dir}")
+    else:
+        run.log(f"held-out accuracy {final.get('val_acc_final', run.history[-1]['val_acc']):.4f} "
+                f"(test set not used)  wall {run.wall:.0f}s  -> {run.run_dir}")
+    return summary
+
+
+def _summary(run: Run, test: dict, final: dict, command) -> dict:
+    cfg, data = run.cfg, run.data
     summary = {
+        "format_version": runfolder.FORMAT_VERSION,
         "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"], **final,
-        "val_acc_last": history[-1]["val_acc"] if history else None,  # the last epoch's, without TTA
-        "tta": cfg.tta, "total_seconds": time.perf_counter() - t_start,
-        "epochs": cfg.epochs, "steps_per_epoch": steps, "train_images": n, "parameters": n_params,
-        "wall_seconds": wall, "mean_images_per_second": float(np.mean([r["images_per_second"] for r in history])),
-        "device": _device_name(device), "arithmetic": arithmetic_name(amp), "versions": _versions(), "code": code,
-        "segments": segments,
-        "command": command if command is not None else sys.argv,
+        "val_acc_last": run.history[-1]["val_acc"] if run.history else None,  # the last epoch's, without TTA
+        "tta": cfg.tta, "total_seconds": time.perf_counter() - run.t_start,
+        "epochs": cfg.epochs, "steps_per_epoch": run.steps, "train_images": run.train_images,
+        "parameters": count_parameters(run.model), "wall_seconds": run.wall,
+        "mean_images_per_second": float(np.mean([r["images_per_second"] for r in run.history])),
+        "device": _device_name(run.device), "arithmetic": arithmetic_name(run.amp), "versions": _versions(),
+        "code": run.code, "segments": run.segments, "command": runfolder.command_words(command),
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
     }
-    if ddp.active:
-        summary["processes"] = ddp.world
-    if ddp.is_main:
-        checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    tb.finish(summary, cfg.epochs * steps)
-    tb.close()
-    ddp.barrier()  # no rank leaves (and tears down the group) while rank 0 still writes
-    if cfg.test:
-        log(f"test accuracy {test['acc']:.4f}  test loss {test['loss']:.4f}  wall {wall:.0f}s  -> {run_dir}")
-    else:
-        log(f"held-out accuracy {final.get('val_acc_final', history[-1]['val_acc']):.4f} (test set not used)  "
-            f"wall {wall:.0f}s  -> {run_dir}")
+    if run.ddp.active:
+        summary["processes"] = run.ddp.world
     return summary
 
 

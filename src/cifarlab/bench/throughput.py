@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from ..config import apply_overrides, load_preset
-from ..train import (build_training, pick_device, evaluate, make_batch, native_bf16, prepare_data, read_metrics,
+from ..runfolder import command_words, read_summary
+from ..train import (build_training, evaluate, make_batch, native_bf16, pick_device, prepare_data, read_metrics,
                     setup_threads, train_step)
 
 VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
@@ -365,8 +366,7 @@ def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     val_split); otherwise, or when no row reaches it, the final test evaluation (with the
     run's test-time augmentation and Lookahead weights) counts, at the run's whole time
     from data loading to that evaluation (summary.json's total_seconds)."""
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
     if summary.get("val_is_test", True):
         hit = time_to_accuracy(read_metrics(run_dir), target)
         if hit:
@@ -377,13 +377,15 @@ def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     return None
 
 
-def run(args, log=print) -> dict:
+def run(args, log=print, command=None) -> dict:
+    """The benchmark `args` (bench's command-line options) ask for; `command` (the command line)
+    is recorded in the result, none when None."""
     models = [m for m in (args.models if args.models is not None else
                           "" if args.runs else "vgg3,combined").split(",") if m]
     setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
     device = pick_device(args.device)
     result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
-              "subset": args.subset, "models": [], "command": sys.argv}
+              "subset": args.subset, "models": [], "command": command_words(command)}
     log(f"device: {result['device']}")
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    # the command as typed, for messages that say how to run it again
+    # the command as typed: recorded in what it writes, and quoted by messages that say how to run it again
     args.command_line = "cifarlab " + shlex.join(typed)
     try:
         return args.func(args) or 0

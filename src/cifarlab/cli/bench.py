@@ -33,7 +33,7 @@ def add_parser(sub, help: str) -> None:
 
 
 def cmd_bench(args) -> int:
-    result = bench.run(args)
+    result = bench.run(args, command=args.command_line)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
     return 0

@@ -49,7 +49,7 @@ def cmd_study(args) -> int:
         return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds)
     try:
         results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
-                            args.backend, backend_options=given)
+                            args.backend, backend_options=given, command=args.command_line)
     except StudyError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:

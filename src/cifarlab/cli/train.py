@@ -36,10 +36,11 @@ def cmd_train(args) -> int:
         if not Path(args.resume).is_dir():
             raise UsageError(f"--resume {args.resume}: no such run folder")
         args.run_dir = args.resume
-        train(None, args.resume, data_path=args.data, resume=True, progress=not args.quiet)
+        train(None, args.resume, data_path=args.data, resume=True, progress=not args.quiet,
+              command=args.command_line)
         return 0
     cfg = resolve_config(args.preset, args.config, args.overrides)
     out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     args.run_dir = out
-    train(cfg, out, data_path=args.data, progress=not args.quiet, force=args.force)
+    train(cfg, out, data_path=args.data, progress=not args.quiet, force=args.force, command=args.command_line)
     return 0

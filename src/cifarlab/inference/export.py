@@ -31,6 +31,7 @@ from ..files import atomic_write, atomic_write_text, sweep, temp_file
 from ..data import CLASSES
 from ..errors import CifarlabError
 from .predict import EXPORT_CONFIG, load_checkpoint, load_export
+from ..runfolder import read_summary
 
 FORMATS = ("onnx", "safetensors")
 CHECK_IMAGES = 1000  # test images the export is checked on
@@ -46,8 +47,7 @@ class ExportError(CifarlabError, RuntimeError):
 
 def describe(model, run_dir: Path) -> dict:
     """model.json: all that is needed to rebuild and feed the network without its run folder."""
-    summary = run_dir / "summary.json"
-    test_acc = json.loads(summary.read_text()).get("test_acc") if summary.is_file() else None
+    test_acc = read_summary(run_dir).get("test_acc") if (run_dir / "summary.json").is_file() else None
     return {
         "format": "cifarlab-model", "format_version": 1, "cifarlab": __version__, "torch": torch.__version__,
         "config": model.config, "norm": model.norm, "classes": list(CLASSES),

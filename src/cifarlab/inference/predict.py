@@ -253,8 +253,8 @@ def load_checkpoint(path, device: str = "auto") -> Model:
 
 
 def _summary_norm(run_dir: Path) -> dict | None:
-    s = run_dir / "summary.json"
-    return json.loads(s.read_text()).get("norm") if s.is_file() else None
+    from ..runfolder import read_summary
+    return read_summary(run_dir).get("norm") if (run_dir / "summary.json").is_file() else None
 
 
 def _scale_norm(config: dict, path) -> dict:

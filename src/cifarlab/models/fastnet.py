@@ -2,7 +2,7 @@
 
     from cifarlab.models.fastnet import FastNet, patch_whitening
     net = FastNet()                                   # widths 64, 256, 256; about 1.97 M parameters
-    net.init_from_data(x_train_uint8, mean, std)      # first layer whitens 2x2 patches of these images
+    net.setup_from_data(x_train_uint8, mean, std)     # first layer whitens 2x2 patches of these images
     net(torch.zeros(8, 3, 32, 32))                    # logits, shape (8, 10)
 
 Layout (the published fast-training recipes' shape): a 2x2 patch-whitening conv
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .base import Model
 
 BN_MOMENTUM = 0.4  # running = 0.6 * running + 0.4 * batch: the run is only ~500 steps long
 BN_EPS = 1e-12  # the features are well scaled; a large eps would damp small-variance channels
@@ -65,13 +67,16 @@ class ConvGroup(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
-class FastNet(nn.Module):
+class FastNet(Model):
+    """whiten_bias_epochs: the whitening bias trains in the first N epochs only (0: always)."""
+
     def __init__(self, widths=(64, 256, 256), whiten: bool = True, freeze_bn_weight: bool = True,
-                 whiten_width: int = 24, num_classes: int = 10):
+                 whiten_width: int = 24, num_classes: int = 10, whiten_bias_epochs: int = 3):
         super().__init__()
         if whiten and whiten_width != 24:
             raise ValueError("whiten=True fixes the first layer at 24 channels (2 x 12 patch eigenvectors)")
         self.whiten_enabled = whiten
+        self.whiten_bias_epochs = whiten_bias_epochs
         self.whiten = nn.Conv2d(3, whiten_width, 2, padding=0, bias=True)
         self.act = nn.GELU()
         groups, c = [], whiten_width
@@ -93,12 +98,12 @@ class FastNet(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
         if self.whiten_enabled:
-            self.whiten.weight.requires_grad_(False)  # set by init_from_data, then frozen
+            self.whiten.weight.requires_grad_(False)  # set by setup_from_data, then frozen
         nn.init.zeros_(self.whiten.bias)
 
     @torch.no_grad()
-    def init_from_data(self, x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                       n: int = 5000) -> None:
+    def setup_from_data(self, x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                        n: int = 5000) -> None:
         """Set the whitening conv from the first `n` training images (uint8, NCHW)."""
         if not self.whiten_enabled:
             return
@@ -106,9 +111,9 @@ class FastNet(nn.Module):
         x = normalize(x_uint8[:n], mean, std)
         self.whiten.weight.copy_(patch_whitening(x).to(self.whiten.weight))
 
-    def set_epoch(self, epoch: int, whiten_bias_epochs: int) -> None:
-        """Train the whitening bias only in the first epochs (0-based `epoch`); 0 trains it always."""
-        trainable = whiten_bias_epochs <= 0 or epoch < whiten_bias_epochs
+    def on_epoch_start(self, epoch: int) -> None:
+        """Train the whitening bias only in the first `whiten_bias_epochs` epochs (0-based `epoch`)."""
+        trainable = self.whiten_bias_epochs <= 0 or epoch < self.whiten_bias_epochs
         self.whiten.bias.requires_grad_(trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,4 +122,5 @@ class FastNet(nn.Module):
 
 
 def from_config(cfg) -> FastNet:
-    return FastNet(tuple(cfg.widths), whiten=cfg.whiten, freeze_bn_weight=cfg.bn_freeze_weight)
+    return FastNet(tuple(cfg.widths), whiten=cfg.whiten, freeze_bn_weight=cfg.bn_freeze_weight,
+                   whiten_bias_epochs=cfg.whiten_bias_epochs)

@@ -4,6 +4,9 @@
     net = VGG(blocks=3, widths=[32, 64, 128], dense=128, dropout=0.0, batchnorm=False)
     net(torch.zeros(8, 3, 32, 32))    # logits, shape (8, 10)
 
+Every network the training loop drives is a `Model` (below): it declares the two hooks
+the loop calls, set-up from the training images and a call at each epoch's start.
+
 A block is Conv3x3-ReLU -> Conv3x3-ReLU -> MaxPool2 (Keras `padding="same"`); where
 nothing sits between the second ReLU and the pool, the two run in the equivalent order
 MaxPool2 -> ReLU. With
@@ -19,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import Model
+
 BN_MOMENTUM = 0.01  # Keras momentum 0.99: running = 0.99 * running + 0.01 * batch
 BN_EPS = 1e-3  # Keras default
 
@@ -26,13 +31,12 @@ BN_EPS = 1e-3  # Keras default
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on the CPU: same rate, scaling and gradient.
 
-    torch's CPU dropout draws its mask with `bernoulli_`, one generator call per element:
-    the combined model's four masks took 12% of its fp32 training step on the 2-core
-    Zen 5, 3.0 ms for the first (64 x 32 x 16 x 16) alone. Here each 64-bit draw of the
-    same torch generator gives four 16-bit numbers, and an element is kept where its
-    number clears a threshold: 0.65 ms for that dropout, forward and backward. The rate is rounded to a multiple of 1/65536 (0.2 ->
-    0.199997). Seeding and checkpointed generator state work as before; other devices
-    keep torch's own kernel.
+    torch's CPU dropout draws its mask with `bernoulli_`, one generator call per element,
+    a noticeable share of the combined model's step (measured in benchmarks/README.md).
+    Here each 64-bit draw of the same torch generator gives four 16-bit numbers, and an
+    element is kept where its number clears a threshold. The rate is rounded to a
+    multiple of 1/65536 (0.2 -> 0.199997). Seeding and checkpointed generator state work
+    as before; other devices keep torch's own kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,7 @@ def _bn(channels: int, dims: int = 2) -> nn.Module:
     return cls(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
-class VGG(nn.Module):
+class VGG(Model):
     def __init__(self, blocks: int = 3, widths=(32, 64, 128), dense: int = 128, dropout=0.0,
                  batchnorm: bool = False, bn_dropout_order: str = "bn_first", num_classes: int = 10):
         super().__init__()

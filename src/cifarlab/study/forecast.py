@@ -149,8 +149,7 @@ def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
     mean = torch.zeros(3, device=device)
     std = torch.ones(3, device=device)
     data = Data(x, y, x, y, x, y, mean, std, val_is_test=True)
-    if hasattr(model, "init_from_data"):
-        model.init_from_data(x, mean, std)
+    model.setup_from_data(x, mean, std)
 
     def sync(v):
         v.item()  # the host waits for the device, as the loop does once an epoch

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -43,8 +41,8 @@ class Job:
     run_dir: str = ""
     epochs_scale: float = 1.0
     data_path: str | None = None
-    threads: int = 0  # CPU threads for this run (0: all cores)
-    command: tuple = ()  # the study command that planned it, kept in the run's summary.json
+    threads: int = 0  # CPU threads for this run, unless its config sets them (0: all cores)
+    command: tuple = ()  # the study command that planned it (words), kept in the run's summary.json
 
     @property
     def label(self) -> str:
@@ -89,8 +87,7 @@ def job_config(job: Job):
     config.resolve_config marks a run whose epochs or subset differ from its preset as
     not comparable to the references.
     """
-    from ..config import resolve_config
-    from ..config import load_preset, validate
+    from ..config import load_preset, resolve_config, validate
     if "seed" in {o.partition("=")[0].strip() for o in job.overrides}:
         raise StudyError("seed= is set per run by the study; use --seeds N")
     scale = scale_overrides(load_preset(job.preset), job.epochs_scale)
@@ -136,7 +133,7 @@ def run_job(job: Job) -> dict:
     "test_acc", "error"}. A run folder whose config.yaml differs from the job's config
     is not touched (mismatch). The run's own output goes to run_dir/train.log.
     """
-    from ..runfolder import ConfigMismatchError, RunBusyError
+    from ..runfolder import ConfigMismatchError, RunBusyError, read_summary
     from ..train import train
     run_dir = Path(job.run_dir)
     out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
@@ -145,11 +142,9 @@ def run_job(job: Job) -> dict:
         out["status"], out["error"] = "mismatch", mismatch
         return out
     if run_status(run_dir) == "finished":
-        out["test_acc"] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
+        out["test_acc"] = read_summary(run_dir)["test_acc"]
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
-    if job.threads:  # read by train.setup_threads; not in the config, so a resumed run follows it too
-        os.environ["CIFARLAB_THREADS"] = str(job.threads)
     t0, started = time.perf_counter(), time.time()
     try:
         with open(run_dir / "train.log", "a") as logf:
@@ -158,9 +153,10 @@ def run_job(job: Job) -> dict:
             cmd = list(job.command) or None
             out["status"] = "resumed" if run_status(run_dir) == "partial" else "trained"
             # resume=True: a checkpoint (or a config.yaml from a start cut short) continues,
-            # after train() has checked, under the run's lock, that it is this job's run
+            # after train() has checked, under the run's lock, that it is this job's run.
+            # threads: the job's share of the cores, not in the config, so a resumed run follows it too
             s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
-                      command=cmd)
+                      command=cmd, threads=job.threads or None)
         out["test_acc"] = s["test_acc"]
         if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
             out["status"] = "skipped"

@@ -89,10 +89,11 @@ def arithmetic(summary: dict, config: dict) -> str:
 
 def load_run(run_dir: Path) -> dict | str:
     """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
+    from ..runfolder import read_summary
     from ..train import read_metrics
     if not (run_dir / "summary.json").is_file():
         return ""
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = read_summary(run_dir)
     if s.get("test_acc") is None:  # trained with test=false: nothing to report against the references
         return " (test set not used)"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -302,7 +303,8 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
         acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
         body.append([r["experiment"] + (" ‡" if r["beyond_study"] else ""), acc, str(r["n"]), _f(r["seed_report"]),
                      _f(r["diff_seed_report"], signed=True) + (m if r["diff_seed_report"] is not None else ""),
-                     _f(r["article"]), _f(r["diff_article"], signed=True) + (m if r["diff_article"] is not None else ""),
+                     _f(r["article"]),
+                     _f(r["diff_article"], signed=True) + (m if r["diff_article"] is not None else ""),
                      "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]), r.get("arithmetic", "?"),
                      "yes" if r["comparable"] else "no (scaled)"])
     return head, body
@@ -536,7 +538,8 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
     from .forecast import epochs_done
     rows = {r["experiment"]: r for r in rep["rows"]}
     study_dir = Path(rep["study_dir"])
-    lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic | device |",
+    lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "
+             "| device |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for name, seeds in planned(rep, expect).items():
         r = rows.get(name)
@@ -556,7 +559,8 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
                 where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
             preset = load_preset(name) if name in preset_names() else None
             # the published figures once per preset: on the finished seeds' row when there is one
-            refs = ["", ""] if r else [_f((preset.reference if preset else {}).get(k)) for k in ("seed_report", "article")]
+            ref = preset.reference if preset else {}
+            refs = ["", ""] if r else [_f(ref.get(k)) for k in ("seed_report", "article")]
             cells = [name, str(preset.epochs if preset else "?"), "not finished: " + ", ".join(where), "", refs[0],
                      "", refs[1], "", "", "", ""]
             lines.append("| " + " | ".join(cells) + " |")

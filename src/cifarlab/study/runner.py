@@ -36,6 +36,7 @@ from pathlib import Path
 import multiprocessing as mp
 
 from .. import checkpoint
+from ..runfolder import command_words
 from .jobs import SETTINGS, Job, StudyError, job_config, ordered_presets, run_job, run_status
 
 
@@ -183,11 +184,14 @@ def threads_per_worker(workers: int) -> int:
 
 
 def plan(presets: list[str], seeds: int, overrides: list[str], study_dir, epochs_scale: float = 1.0,
-         data_path=None, workers: int = 1, seed_start: int = 0) -> list[Job]:
+         data_path=None, workers: int = 1, seed_start: int = 0, command=None) -> list[Job]:
+    """The study's jobs; `command` (the study's command line, a string or words) goes into each
+    run's summary.json, none when None."""
     study_dir = Path(study_dir)
     threads = threads_per_worker(workers)
+    words = tuple(command_words(command) or ())
     jobs = [Job(p, s, tuple(overrides), str(study_dir / "runs" / p / f"seed{s}"), epochs_scale,
-                str(data_path) if data_path else None, threads, tuple(sys.argv))
+                str(data_path) if data_path else None, threads, words)
             for p in presets for s in range(seed_start, seed_start + seeds)]
     for j in jobs:  # bad overrides fail here, before any process starts
         job_config(j)
@@ -209,8 +213,9 @@ def _study_lock(study_dir):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def open_study(study_dir, settings: dict, options: dict) -> dict:
-    """Create or reopen study.json and record this invocation; refuse a folder made with other settings.
+def open_study(study_dir, settings: dict, options: dict, command=None) -> dict:
+    """Create or reopen study.json and record this invocation (`command`: its command line, a
+    string or words; None records none); refuse a folder made with other settings.
 
     The check and the write happen under the study's lock, so of two invocations with
     other settings started at once, the second is refused."""
@@ -224,7 +229,8 @@ def open_study(study_dir, settings: dict, options: dict) -> dict:
                                  f"pass another --out or the same settings")
         else:
             meta = {"settings": settings, "invocations": []}
-        meta["invocations"].append({"id": uuid.uuid4().hex[:12], "command": sys.argv, "options": options,
+        meta["invocations"].append({"id": uuid.uuid4().hex[:12], "command": command_words(command),
+                                    "options": options,
                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None})
         checkpoint.atomic_write_text(path, json.dumps(meta, indent=2))
     return meta
@@ -255,17 +261,19 @@ def close_study(study_dir, meta: dict, results: list[dict], wall: float, interru
 
 def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
               epochs_scale: float = 1.0, quick: bool = False, data_path=None, backend: str = "local",
-              log=print, backend_options: dict | None = None) -> list[dict]:
+              log=print, backend_options: dict | None = None, command=None) -> list[dict]:
+    """Run the study; `command` (its command line) is recorded in study.json and each run's summary."""
     if backend not in BACKENDS:
         raise StudyError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if workers < 1 or seeds < 1 or epochs_scale <= 0:
         raise StudyError("--workers and --seeds must be at least 1, --epochs-scale above 0")
     overrides = list(overrides)
     names = ordered_presets(presets)
-    jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers)
+    jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers, command=command)
     settings = {"overrides": overrides, "epochs_scale": epochs_scale, "quick": quick}
     meta = open_study(study_dir, settings, {"presets": names, "seeds": seeds, "workers": workers,
-                                            "backend": backend, "data": str(data_path) if data_path else None})
+                                            "backend": backend, "data": str(data_path) if data_path else None},
+                      command)
     todo = [j for j in jobs if run_status(j.run_dir) != "finished"]
     log(f"study {study_dir}: {len(jobs)} runs ({len(names)} presets x {seeds} seeds), "
         f"{len(jobs) - len(todo)} finished, {len(todo)} to run on {workers} worker(s) "

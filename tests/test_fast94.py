@@ -8,7 +8,8 @@ from cifarlab.config import ConfigError, apply_overrides, load_preset
 from cifarlab.models.fastnet import FastNet, patch_whitening
 from cifarlab.models import build_model, count_parameters
 from cifarlab.optim import Lookahead, build_optimizer, lookahead_decay, set_lr
-from cifarlab.train import evaluate, train, tta_views
+from cifarlab.augment import tta_views
+from cifarlab.train import evaluate, train
 
 
 @pytest.fixture(scope="module")

@@ -57,10 +57,12 @@ def test_an_old_run_folder_resumes_as_if_never_stopped(old_run, tmp_path):
 
 
 def test_an_old_run_folder_evaluates_and_exports(old_run, tmp_path, data_dir):
-    from cifarlab.evaluate import evaluate_run
-    from cifarlab.export import export_run
-    from cifarlab.predict import load
-    result, files = evaluate_run(old_run, data=data_dir, device="cpu")
+    from cifarlab.inference.evaluate import evaluate_model, write_evaluation
+    from cifarlab.inference.export import export_run
+    from cifarlab.inference.predict import load, load_checkpoint
+    model = load_checkpoint(old_run / "checkpoint.pt", "cpu")
+    result = evaluate_model(model, data=data_dir)
+    files = write_evaluation(old_run, result, model.config.get("name"))
     assert result["epoch"] == 1 and 0 <= result["test_acc"] <= 1 and all(f.is_file() for f in files)
     out = export_run(old_run, "safetensors", out=tmp_path / "export", data=data_dir)
     assert out["check"]["within_tolerance"]

@@ -142,7 +142,8 @@ def test_a_jobs_thread_share_is_handed_to_train_not_left_in_the_environment(tmp_
 
     import torch
 
-    from cifarlab.study import plan, run_job
+    from cifarlab.study.jobs import run_job
+    from cifarlab.study.runner import plan
     job = plan(["vgg1"], 1, ["subset=300", "val_split=100", "epochs=1", "widths=[4]", "dense=8", "test=false"],
                tmp_path / "s")[0]
     before = torch.get_num_threads()
@@ -159,7 +160,7 @@ def test_a_jobs_thread_share_is_handed_to_train_not_left_in_the_environment(tmp_
 
 
 def test_the_command_is_given_not_read_from_argv(tmp_path):
-    from cifarlab.study import open_study, plan
+    from cifarlab.study.runner import open_study, plan
     line = "cifarlab study --only vgg3 --out 'my studies/x' epochs=1"
     jobs = plan(["vgg3"], 1, ["epochs=1"], tmp_path / "s", command=line)
     assert jobs[0].command == ("cifarlab", "study", "--only", "vgg3", "--out", "my studies/x", "epochs=1")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import __version__, checkpoint, distributed, runfolder, runtime, tensorboard
-from .augment import alternating_flip_mask, augment_batch, crop, normalize
+from .augment import alternating_flip_mask, augment_batch, normalize, tta_logits
 from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
 from .errors import CifarlabError
@@ -132,18 +132,8 @@ def prepare_data(cfg: Config, device: torch.device, data_path=None) -> Data:
                 torch.tensor(std, dtype=torch.float32, device=device), val_is_test=x_val is None)
 
 
-def tta_views(xb: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
-    """(weight, view) pairs: level 0 the batch; 1 and its mirror; 2 also the batch moved one pixel
-    down-right and one pixel up-left (reflect padding), with their mirrors. Weights sum to 1; the
-    untranslated pair keeps half of the weight, as the moved views see a cropped border."""
-    if level == 0:
-        return [(1.0, xb)]
-    if level == 1:
-        return [(0.5, xb), (0.5, xb.flip(3))]
-    n = xb.shape[0]
-    zero = torch.zeros(n, dtype=torch.long, device=xb.device)
-    moved = [crop(xb, 1, zero + o, zero + o) for o in (0, 2)]  # content moved 1 px down-right, up-left
-    return [(0.25, xb), (0.25, xb.flip(3))] + [(0.125, v) for m in moved for v in (m, m.flip(3))]
+def _layout(v: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return v.contiguous(memory_format=torch.channels_last) if channels_last else v
 
 
 @torch.inference_mode()
@@ -151,21 +141,14 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int
              channels_last: bool = True, amp=None, tta: int = 0) -> dict:
     """Loss and accuracy over (x, y); returns also the logits (float32, CPU).
 
-    tta (0, 1, 2; see tta_views) averages the probabilities of several views of each image."""
+    tta (0, 1, 2; see augment.tta_views) averages the probabilities of several views of each image."""
     was_training = model.training
     model.eval()
     logits = []
     for i in range(0, len(x), batch_size):
         xb = normalize(x[i:i + batch_size], mean, std)
         with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
-            prob = 0
-            for w, v in tta_views(xb, int(tta)):
-                if channels_last:
-                    v = v.contiguous(memory_format=torch.channels_last)
-                out = model(v).float()
-                prob = prob + w * out.softmax(1)
-            out = out if int(tta) == 0 else torch.log(prob)
-        logits.append(out)
+            logits.append(tta_logits(lambda v: model(_layout(v, channels_last)).float(), xb, tta))
     model.train(was_training)
     logits = torch.cat(logits)
     loss = F.cross_entropy(logits, y).item()

@@ -28,7 +28,7 @@ def cmd_evaluate(args) -> int:
     if not (run / "checkpoint.pt").is_file():
         raise UsageError(f"{run}: not a run folder with a checkpoint.pt (evaluate an exported model "
                          f"from Python: cifarlab.load(PATH).evaluate())")
-    from .predict import load_checkpoint
+    from ..inference.predict import load_checkpoint
     model = load_checkpoint(run / "checkpoint.pt", args.device)
     r = evaluate_model(model, tta=args.tta, data=args.data)
     print(f"{run}: checkpoint of epoch {r['epoch']}, {r['images']:,} test images, {r['device']}"

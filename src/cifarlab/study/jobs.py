@@ -16,10 +16,10 @@ from ..config import study_order
 from ..errors import CifarlabError
 
 
-# --quick: every preset on 2 CPU cores in about 30 minutes. A class-balanced 5,000-image
-# subset (4,500 train, 500 held out for the per-epoch curves, so validation costs
-# 0.1 s an epoch instead of 2.5 s), each preset's epochs scaled by 1/50 (100 -> 2,
-# 400 -> 8), two seeds so the statistics have something to test.
+# --quick: every preset, small and short (its time on 2 CPU cores: the README). A
+# class-balanced 5,000-image subset (4,500 train, 500 held out for the per-epoch curves,
+# so validation reads a twentieth of the test set's images), each preset's epochs
+# scaled by 1/50 (100 -> 2, 400 -> 8), two seeds so the statistics have something to test.
 QUICK_OVERRIDES = ["subset=5000", "val_split=500"]
 QUICK_EPOCHS_SCALE = 0.02
 QUICK_SEEDS = 2

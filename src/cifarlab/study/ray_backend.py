@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 
 def _absolute(job):
@@ -27,15 +28,24 @@ def _absolute(job):
                                data_path=os.path.abspath(data) if data else None)
 
 
+def _task(job):
+    """run_job in a Ray worker. Ray puts the driver's script folder on the worker's sys.path;
+    for `python -m cifarlab` that is the package folder itself, where cifarlab's own
+    tensorboard.py would shadow the real tensorboard (and any module named like a sibling)."""
+    from .jobs import run_job
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != package]
+    return run_job(job)
+
+
 def run_ray(jobs: list, workers: int = 1, on_result=None, address: str | None = None,
             gpus_per_run: float = 0.0) -> list[dict]:
     """Run jobs as Ray tasks (starting a local instance unless `address` names a cluster)."""
     from .cluster import connect
-    from .jobs import run_job
     ray = connect(address, num_cpus=None)
     on_result = on_result or (lambda r: None)
     _check_fits(ray, jobs, gpus_per_run)
-    remote = ray.remote(run_job)
+    remote = ray.remote(_task)
     pending = {}
     for job in jobs:
         job = _absolute(job)

@@ -296,7 +296,8 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
         close_study(study_dir, meta, results, time.perf_counter() - t0, interrupted=True)
         raise
     wall = time.perf_counter() - t0
-    close_study(study_dir, meta, results, wall)
+    # a Ctrl-C the workers saw and this process did not (it lands between their checks) still counts
+    close_study(study_dir, meta, results, wall, interrupted=any(r["status"] == "interrupted" for r in results))
     failed = [r for r in results if r["status"] in ("failed", "busy", "mismatch")]
     log(f"study done in {wall:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
                                                    meta["invocations"][-1]["counts"].items() if v))

@@ -106,3 +106,13 @@ def test_import_cifarlab_loads_nothing_heavy():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'numpy', 'yaml'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_reader_that_stops_reading_is_no_error():
+    # `cifarlab presets | head -1`: the pipe closes before the command writes
+    p = subprocess.Popen([sys.executable, "-m", "cifarlab", "presets"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    p.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

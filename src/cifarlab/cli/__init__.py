@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CifarlabError, WriteError, FileNotFoundError) as e:
         print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped reading (`cifarlab presets | head`): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no second error at exit
+        return 1
     except KeyboardInterrupt:
         run = getattr(args, "run_dir", None)
         hint = (f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`"

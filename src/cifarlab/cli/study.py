@@ -53,14 +53,8 @@ def cmd_study(args) -> int:
     except StudyError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
-        return _interrupted(args, out)
-    if any(r["status"] == "interrupted" for r in results):  # the workers saw the Ctrl-C before the study did
-        return _interrupted(args, out)
+        again = getattr(args, "command_line", None) or f"cifarlab study --out {out} ..."
+        print(f"\ncifarlab study: interrupted; every run stopped part-way resumes from its last checkpoint. "
+              f"Continue with the same command: {again}", file=sys.stderr)
+        return 130
     return 1 if any(r["status"] in ("failed", "busy", "mismatch") for r in results) else 0
-
-
-def _interrupted(args, out) -> int:
-    again = getattr(args, "command_line", None) or f"cifarlab study --out {out} ..."
-    print(f"\ncifarlab study: interrupted; every run stopped part-way resumes from its last checkpoint. "
-          f"Continue with the same command: {again}", file=sys.stderr)
-    return 130

@@ -291,13 +291,14 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
     results = [run_job(j) for j in jobs if run_status(j.run_dir) == "finished"]
     try:
         results += BACKENDS[backend](todo, workers, report, **(backend_options or {})) if todo else []
+        if any(r["status"] == "interrupted" for r in results):
+            raise StudyInterrupted([])  # a Ctrl-C the workers saw and this process did not (between its checks)
     except KeyboardInterrupt as e:
         results += getattr(e, "results", [])
         close_study(study_dir, meta, results, time.perf_counter() - t0, interrupted=True)
         raise
     wall = time.perf_counter() - t0
-    # a Ctrl-C the workers saw and this process did not (it lands between their checks) still counts
-    close_study(study_dir, meta, results, wall, interrupted=any(r["status"] == "interrupted" for r in results))
+    close_study(study_dir, meta, results, wall)
     failed = [r for r in results if r["status"] in ("failed", "busy", "mismatch")]
     log(f"study done in {wall:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
                                                    meta["invocations"][-1]["counts"].items() if v))

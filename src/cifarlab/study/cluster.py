@@ -44,3 +44,13 @@ def connect(address: str | None, num_cpus: int | None = None, log_to_driver: boo
     else:
         ray.init(num_cpus=num_cpus, **kw)
     return ray
+
+
+def task_setup() -> None:
+    """Call first in a Ray task (a study run, a tune trial). Ray puts the driver's script
+    folder on a worker's sys.path; for `python -m cifarlab` that is the package folder
+    itself, where cifarlab's own tensorboard.py would shadow TensorBoard (and any module
+    named like a sibling): the folder is dropped."""
+    import sys
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != package]

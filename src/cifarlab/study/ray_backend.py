@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 
 def _absolute(job):
@@ -29,12 +28,10 @@ def _absolute(job):
 
 
 def _task(job):
-    """run_job in a Ray worker. Ray puts the driver's script folder on the worker's sys.path;
-    for `python -m cifarlab` that is the package folder itself, where cifarlab's own
-    tensorboard.py would shadow the real tensorboard (and any module named like a sibling)."""
+    """run_job in a Ray worker, after cluster.task_setup."""
+    from .cluster import task_setup
     from .jobs import run_job
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != package]
+    task_setup()
     return run_job(job)
 
 

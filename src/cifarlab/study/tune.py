@@ -124,6 +124,8 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
     """One trial: the base config with the sampled values, trained epoch by epoch."""
     from ray import tune
 
+    from .cluster import task_setup
+    task_setup()  # before train's imports
     from ..train import read_metrics, train
     cfg = from_dict(decode(config, encoded), from_dict(base))
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"

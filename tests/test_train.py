@@ -123,6 +123,26 @@ def test_amp_native_is_bf16_only_where_the_hardware_has_it():
     assert load_preset("fast94").amp == load_preset("fast_combined").amp == "native"
 
 
+def test_fp32_runs_turn_tf32_off_on_gpus():
+    """On Ampere and later GPUs cuDNN computes fp32 convolutions in TF32 by default: a run without
+    autocast (the study's fp32) turns that off, a bf16 run leaves it. The switches are torch's own
+    process-wide settings, so they can be checked without a GPU."""
+    import torch
+    from cifarlab.train import use_arithmetic
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        cuda = torch.device("cuda")
+        assert use_arithmetic(apply_overrides(load_preset("vgg3"), ["amp=off"]), cuda) is None
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+        assert use_arithmetic(apply_overrides(load_preset("vgg3"), ["amp=bf16"]), cuda) == torch.bfloat16
+        assert torch.backends.cudnn.allow_tf32 is True
+        torch.backends.cudnn.allow_tf32 = False
+        assert use_arithmetic(load_preset("vgg3"), torch.device("cpu")) is None  # a CPU run touches nothing
+        assert torch.backends.cudnn.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def test_fp16_trains_with_a_grad_scaler_kept_in_the_checkpoint(tmp_path):
     """fp16 autocast with loss scaling, on the CPU (emulated there: a tiny network, a few seconds
     an epoch); stopped after epoch 1 and resumed, it ends as the run that never stopped."""

@@ -88,6 +88,18 @@ def amp_dtype(cfg: Config, device: torch.device):
     return torch.bfloat16
 
 
+def use_arithmetic(cfg: Config, device: torch.device):
+    """amp_dtype(cfg, device), with fp32 kept fp32: on GPUs with TF32 units (Ampere and later)
+    cuDNN computes fp32 convolutions in TF32 (a 10-bit mantissa) unless told not to, so a run
+    without autocast turns TF32 off for convolutions and matrix products, and a run with it
+    leaves torch's defaults. Process-wide settings: every run and measurement sets its own."""
+    amp = amp_dtype(cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = amp is not None
+        torch.backends.cuda.matmul.allow_tf32 = False  # torch's default; a bf16 run's matmuls are bf16
+    return amp
+
+
 def arithmetic_name(amp) -> str:
     """fp32, bf16 or fp16: what the convolutions and matrix products of a run computed in."""
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
@@ -464,7 +476,7 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume:
     setup_threads(cfg, threads)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
     device = ddp.device(pick_device(cfg.device))
-    amp = amp_dtype(cfg, device)
+    amp = use_arithmetic(cfg, device)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)

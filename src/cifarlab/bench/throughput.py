@@ -132,8 +132,8 @@ class CifarlabContender:
         self.cfg, self.device = cfg, device
         self.data = prepare_data(cfg, device)
         self.model, self.fwd, self.opt = build_training(cfg, device)
-        from ..train import amp_dtype
-        self.amp = amp_dtype(cfg, device)
+        from ..train import use_arithmetic
+        self.amp = use_arithmetic(cfg, device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.n = len(self.data.y_train)
         self.perm, self.pos = None, self.n

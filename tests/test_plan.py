@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from cifarlab.study.forecast import duration, epochs_done, forecast, images_per_epoch, makespan
-from cifarlab.study.jobs import Job, job_config
+from cifarlab.study.forecast import duration, forecast, makespan
+from cifarlab.study.jobs import Job, epochs_done, images_per_epoch, job_config
 from cifarlab.study.runner import plan
 from conftest import STUDY_ARGS
 
@@ -73,3 +73,23 @@ def test_plan_of_a_study_in_progress_counts_what_is_done(small_study):
     assert by["vgg3/seed2"].train_images == 800 and by["vgg3/seed2"].val_images == 200
     assert len(fc.speeds) == 3  # vgg3, dropout and bn_only are three networks
     json.dumps(fc.to_dict())  # serialisable
+
+
+def test_plan_places_the_longest_runs_first_as_the_study_will(tmp_path):
+    """combined (400 epochs at the preset) after two vgg3 seeds (100) would run alone at the end;
+    handed out first, it runs beside them."""
+    jobs = plan(["vgg3", "combined"], 2, ["subset=1000", "val_split=200"], tmp_path / "s", epochs_scale=0.01,
+                workers=2, seeds_for={"combined": 1})
+    assert [j.label for j in jobs] == ["vgg3/seed0", "vgg3/seed1", "combined/seed0"]
+    fc = forecast(jobs, workers=2, seconds=0.3)
+    assert [r.label for r in fc.runs] == ["combined/seed0", "vgg3/seed0", "vgg3/seed1"]
+    sec = {r.label: r.seconds for r in fc.runs}
+    assert fc.seconds == pytest.approx(makespan([sec["combined/seed0"], sec["vgg3/seed0"], sec["vgg3/seed1"]], 2))
+    assert fc.seconds_in_study_order == pytest.approx(
+        makespan([sec["vgg3/seed0"], sec["vgg3/seed1"], sec["combined/seed0"]], 2))
+    assert fc.seconds < fc.seconds_in_study_order
+    text = fc.table()
+    assert "run (longest first)" in text and "in the study's order (--order study)" in text
+    same = forecast(jobs, workers=2, seconds=0.3, order="study")
+    assert [r.label for r in same.runs] == [j.label for j in jobs] and same.seconds_in_study_order is None
+    assert "run (in study order)" in same.table()

@@ -1,7 +1,9 @@
 """The study runner on real data: folder layout, kill-and-rerun, settings checks, scaling."""
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +170,65 @@ def test_the_command_is_given_not_read_from_argv(tmp_path):
     settings = {"overrides": [], "epochs_scale": 1.0, "quick": False}
     assert open_study(tmp_path / "s", settings, {}, line)["invocations"][-1]["command"][-1] == "epochs=1"
     assert open_study(tmp_path / "s", settings, {})["invocations"][-1]["command"] is None
+
+
+def test_only_gives_a_preset_its_own_number_of_seeds(tmp_path, capsys):
+    from cifarlab.cli import main
+    from cifarlab.study.jobs import StudyError, parse_only
+    from cifarlab.study.report import parse_expect, planned
+    from cifarlab.study.runner import plan
+    assert parse_only("vgg1, vgg3:3,combined") == (["vgg1", "vgg3", "combined"], {"vgg3": 3})
+    assert parse_only(None) == (None, {}) and parse_only(" , ") == (None, {})
+    names, counts = parse_only("vgg1,vgg3:3")
+    jobs = plan(names, 1, [], tmp_path / "s", seeds_for=counts)
+    assert [j.label for j in jobs] == ["vgg1/seed0", "vgg3/seed0", "vgg3/seed1", "vgg3/seed2"]
+    assert [j.label for j in plan(names, 2, [], tmp_path / "s", seeds_for=counts)][:2] == ["vgg1/seed0", "vgg1/seed1"]
+    for bad in ("vgg3:0", "vgg3:x", ":3", "vgg3:"):
+        with pytest.raises(StudyError, match="PRESET:SEEDS"):
+            parse_only(bad)
+    assert parse_expect("vgg3:3,combined") == {"vgg3": 3, "combined": 1}  # the report reads the same syntax
+    # the report expects what the invocations planned, each preset's own count included
+    rep = {"meta": {"invocations": [{"options": {"presets": ["vgg1", "vgg3"], "seeds": 1, "seeds_for": {"vgg3": 3}}}]},
+           "rows": []}
+    assert planned(rep) == {"vgg1": [0], "vgg3": [0, 1, 2]}
+    rc = main(["study", "--out", str(tmp_path / "s"), "--only", "vgg3:x"])
+    assert rc == 2 and "--only 'vgg3:x'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_several_workers_take_the_longest_runs_first(tmp_path):
+    from cifarlab.study.jobs import longest_first, remaining_images
+    from cifarlab.study.runner import execution_order, plan
+    jobs = plan(["vgg1", "vgg3", "combined"], 1, [], tmp_path / "s")
+    assert remaining_images(jobs[2]) == 400 * 781 * 64 and remaining_images(jobs[0]) == 100 * 50_000
+    assert [j.preset for j in execution_order(jobs, "auto", 2)] == ["combined", "vgg1", "vgg3"]  # ties keep order
+    assert execution_order(jobs, "auto", 1) == jobs  # one worker: the study's order, baselines first
+    assert execution_order(jobs, "study", 2) == jobs and execution_order(jobs, "longest", 1) == longest_first(jobs)
+    with pytest.raises(ValueError, match="unknown order 'fast'"):
+        execution_order(jobs, "fast", 2)
+    # what is left counts, not the preset's length: combined at epoch 350 of 400 has 50 to go
+    run = Path(jobs[2].run_dir)
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("epoch,val_acc\n" + "".join(f"{e},0.5\n" for e in range(1, 351)))
+    (run / "checkpoint.pt").write_bytes(b"x")
+    assert [j.preset for j in execution_order(jobs, "auto", 2)] == ["vgg1", "vgg3", "combined"]
+    (run / "summary.json").write_text("{}")
+    assert remaining_images(jobs[2]) == 0
+
+
+def test_a_study_hands_out_the_longest_run_first_and_records_the_counts(tmp_path, capsys):
+    """A real (tiny) study: combined has four times vgg3's epochs, so on two workers it starts first."""
+    from cifarlab.cli import main
+    out = tmp_path / "s"
+    args = ["study", "--out", str(out), "--only", "vgg3,combined:2", "--workers", "2", "--backend", "inline",
+            "--epochs-scale", "0.005", "subset=300", "val_split=100", "widths=[4,4,4]", "dense=8", "test=false"]
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert "3 runs (2 presets x 1 seeds; combined 2)" in log and "longest runs first" in log
+    done = re.findall(r"\] (\w+/seed\d): trained", log)
+    assert done == ["combined/seed0", "combined/seed1", "vgg3/seed0"], log
+    assert [len(open(out / f"runs/{r}/metrics.csv").readlines()) - 1 for r in done] == [2, 2, 1]
+    options = json.loads((out / "study.json").read_text())["invocations"][0]["options"]
+    assert options["seeds"] == 1 and options["seeds_for"] == {"combined": 2}
+    assert main([*args[:3], "--order", "study", *args[3:]]) == 0  # all finished: nothing to order
+    assert "0 to run" in capsys.readouterr().out

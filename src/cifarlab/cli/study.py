@@ -5,8 +5,8 @@ import sys
 
 from ..errors import UsageError
 from ..study.forecast import plan_study
-from ..study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, QUICK_SEEDS, StudyError
-from ..study.runner import BACKEND_OPTIONS, BACKENDS, run_study
+from ..study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, QUICK_SEEDS, StudyError, parse_only
+from ..study.runner import BACKEND_OPTIONS, BACKENDS, ORDERS, run_study
 from .common import add_data
 
 
@@ -15,9 +15,14 @@ def add_parser(sub, help: str) -> None:
                        description="Run every (preset, seed) pair into STUDY_DIR/runs/PRESET/seedK. "
                                    "Re-running the same command skips finished runs and resumes "
                                    "interrupted ones.")
-    p.add_argument("--only", help="comma-separated presets (default: all, in the study's order)")
+    p.add_argument("--only", help="comma-separated presets (default: all, in the study's order); PRESET:N "
+                                  "gives that preset N seeds of its own (vgg3:3,combined)")
     p.add_argument("--seeds", type=int, help=f"seeds per preset, 0..N-1 (default 1; --quick: {QUICK_SEEDS})")
     p.add_argument("--workers", type=int, default=1, help="parallel runs; CPU threads are divided among them")
+    p.add_argument("--order", choices=ORDERS, default="auto",
+                   help="the order runs are handed to the workers: longest (most training left first, so "
+                        "the study ends sooner), study (the study's order); auto (default): longest on "
+                        "several workers, study on one")
     p.add_argument("--out", help="study folder (default: studies/quick with --quick, else studies/full)")
     p.add_argument("--quick", action="store_true",
                    help=f"pipeline check: {' '.join(QUICK_OVERRIDES)}, epochs x {QUICK_EPOCHS_SCALE}, "
@@ -40,16 +45,21 @@ def cmd_study(args) -> int:
     scale = args.epochs_scale if args.epochs_scale is not None else (QUICK_EPOCHS_SCALE if args.quick else 1.0)
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else 1)
     out = args.out or ("studies/quick" if args.quick else "studies/full")
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    try:
+        only, seeds_for = parse_only(args.only)
+    except StudyError as e:
+        raise UsageError(str(e)) from None
     given = {k: getattr(args, k) for k in ("address", "gpus_per_run") if getattr(args, k) is not None}
     wrong = [k for k in given if k not in BACKEND_OPTIONS.get(args.backend, ())]
     if wrong:
         raise UsageError(f"--{wrong[0].replace('_', '-')} is an option of --backend ray, not {args.backend}")
     if args.plan:
-        return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds)
+        return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds,
+                          seeds_for=seeds_for, order=args.order)
     try:
         results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
-                            args.backend, backend_options=given, command=args.command_line)
+                            args.backend, backend_options=given, command=args.command_line, seeds_for=seeds_for,
+                            order=args.order)
     except StudyError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:

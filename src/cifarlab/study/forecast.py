@@ -10,8 +10,9 @@ thread share a study worker gets: a few seconds of training steps on random imag
 CIFAR-10's shape through the training loop's own code (make_batch, train_step), and a
 pass of the evaluation. A run's projection is its remaining epochs times (its training
 images at the measured rate, plus its validation images at the evaluation rate), plus
-the final test. The study's total places the runs on the workers in the plan's order,
-each worker taking the next run when it is free, as the local backend does.
+the final test. The study's total places the runs on the workers in the order the study
+hands them out (the longest first on several workers, see runner.execution_order), each
+worker taking the next run when it is free, as the local backend does.
 
 The figures are one process measured alone: workers that share memory bandwidth, or
 anything else on the machine, make the real runs slower.
@@ -20,22 +21,19 @@ from __future__ import annotations
 
 import heapq
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import UsageError
-from .jobs import StudyError, job_config, ordered_presets, run_status
-from .runner import plan
+from .jobs import (TEST_IMAGES, StudyError, epochs_done, images_per_epoch, job_config, ordered_presets, run_status)
+from .runner import execution_order, plan
 
 # Settings that change what a training step costs; everything else (seeds, rates,
 # schedules, epochs) changes how many steps there are or nothing at all.
 COST_KEYS = ("model", "blocks", "widths", "dense", "dropout", "batchnorm", "bn_dropout_order", "whiten",
              "augment", "batch_size", "optimizer", "l2", "weight_decay", "lookahead_every", "channels_last",
              "amp", "compile", "eval_batch_size", "device")
-TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 
 
 @dataclass
@@ -66,9 +64,11 @@ class Forecast:
     runs: list[RunPlan]
     speeds: dict  # network label -> Speed
     workers: int
-    seconds: float  # the study's remaining wall time on `workers`
+    seconds: float  # the study's remaining wall time on `workers`, the runs handed out in `order`
     device: str
     started: float = field(default_factory=time.time)
+    order: str = "in study order"  # how the runs are handed to the workers (runs is in that order)
+    seconds_in_study_order: float | None = None  # the same runs in the study's order, where that differs
 
     def table(self) -> str:
         out = [f"plan: {len(self.runs)} runs on {self.workers} worker(s) x {self._threads()} thread(s), "
@@ -76,7 +76,7 @@ class Forecast:
                f"{'network':<24} {'train img/s':>11} {'eval img/s':>10}   (each measured alone, a few seconds)"]
         for name, s in self.speeds.items():
             out.append(f"{name:<24} {s.train_ips:>11,.0f} {s.eval_ips:>10,.0f}")
-        out += ["", f"{'run':<28} {'epochs':>6} {'images':>7} {'status':<15} {'to go':>8}"]
+        out += ["", f"{'run (' + self.order + ')':<28} {'epochs':>6} {'images':>7} {'status':<15} {'to go':>8}"]
         for r in self.runs:
             status = f"partial {r.done}/{r.epochs}" if r.status == "partial" else r.status
             mark = "" if r.comparable else " †"
@@ -88,6 +88,9 @@ class Forecast:
         out += ["", f"finished already: {finished} of {len(self.runs)}",
                 f"projected: {duration(run_seconds)} of runs; {duration(self.seconds)} on {self.workers} "
                 f"worker(s), done around {eta} if started now"]
+        if self.seconds_in_study_order is not None and self.seconds_in_study_order != self.seconds:
+            out.append(f"in the study's order (--order study): {duration(self.seconds_in_study_order)} "
+                       f"on {self.workers} worker(s)")
         if any(not r.comparable for r in self.runs):
             out.append("† epochs or data scaled away from the preset: not comparable to the published figures")
         return "\n".join(out)
@@ -116,32 +119,17 @@ def network_key(cfg) -> str:
     return json.dumps({k: d[k] for k in COST_KEYS}, sort_keys=True)
 
 
-def images_per_epoch(cfg) -> tuple[int, int]:
-    """(training images stepped through per epoch, validation images evaluated per epoch)."""
-    n = cfg.subset or TRAIN_IMAGES
-    n -= cfg.val_split
-    steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
-    return min(n, steps * cfg.batch_size), cfg.val_split or TEST_IMAGES
-
-
-def epochs_done(run_dir) -> int:
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return 0
-    return max(0, len([line for line in path.read_text().splitlines() if line.strip()]) - 1)
-
-
 def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
     """Training and evaluation throughput of `cfg`'s network on `device` with `threads` CPU threads,
     through the training loop's own make_batch and train_step, on random images."""
     import torch
 
-    from ..train import Data, _device_name, amp_dtype, build_training, evaluate, make_batch, train_step
+    from ..train import Data, _device_name, build_training, evaluate, make_batch, train_step, use_arithmetic
     if device.type == "cpu":
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     model, fwd, opt = build_training(cfg, device)
-    amp = amp_dtype(cfg, device)
+    amp = use_arithmetic(cfg, device)
     n = max(4 * cfg.batch_size, cfg.eval_batch_size, 1024)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
@@ -191,8 +179,10 @@ def makespan(durations: list[float], workers: int) -> float:
     return max(free)
 
 
-def forecast(jobs, workers: int, seconds: float = 3.0, log=None) -> Forecast:
-    """Project every job of a study plan (see study.plan) on this device; measures each network once."""
+def forecast(jobs, workers: int, seconds: float = 3.0, log=None, order: str = "auto") -> Forecast:
+    """Project every job of a study plan (see study.plan) on this device; measures each network once.
+    The runs to do are placed on the workers in the order the study hands them out (`order`, see
+    runner.execution_order); the finished ones are listed first."""
     from ..train import pick_device
     speeds: dict[str, Speed] = {}
     by_key: dict[str, str] = {}
@@ -218,21 +208,33 @@ def forecast(jobs, workers: int, seconds: float = 3.0, log=None) -> Forecast:
             r.seconds = ((cfg.epochs - done) * (train_n / speed.train_ips + val_n / speed.eval_ips)
                          + views / speed.eval_ips)
         runs.append(r)
-    total = makespan([r.seconds for r in runs if r.status != "finished"], workers)
-    return Forecast(runs, speeds, workers, total, next(iter(speeds.values())).device if speeds else "")
+    by_dir = {r.run_dir: r for r in runs}
+    todo = [j for j in jobs if by_dir[j.run_dir].status != "finished"]
+    queue = [by_dir[j.run_dir] for j in execution_order(todo, order, workers)]
+    in_order = [by_dir[j.run_dir] for j in todo]
+    fc = Forecast([r for r in runs if r.status == "finished"] + queue, speeds, workers,
+                  makespan([r.seconds for r in queue], workers),
+                  next(iter(speeds.values())).device if speeds else "")
+    if queue != in_order:
+        fc.order = "longest first"
+        fc.seconds_in_study_order = makespan([r.seconds for r in in_order], workers)
+    return fc
 
 
 def plan_study(presets, seeds: int, workers: int, study_dir, overrides, epochs_scale: float = 1.0,
-               data_path=None, seconds: float = 3.0, log=print) -> int:
+               data_path=None, seconds: float = 3.0, log=print, seeds_for: dict | None = None,
+               order: str = "auto") -> int:
     """`study --plan`: what the same command would run and how long it would take; runs nothing,
     writes nothing."""
     if workers < 1 or seeds < 1 or epochs_scale <= 0 or seconds <= 0:
         raise UsageError("--workers and --seeds must be at least 1, --epochs-scale and --plan-seconds above 0")
     try:
-        jobs = plan(ordered_presets(presets), seeds, list(overrides), study_dir, epochs_scale, data_path, workers)
+        jobs = plan(ordered_presets(presets), seeds, list(overrides), study_dir, epochs_scale, data_path, workers,
+                    seeds_for=seeds_for)
+        execution_order([], order, workers)  # an unknown order fails here, before anything is measured
     except StudyError as e:
         raise UsageError(str(e)) from None
-    fc = forecast(jobs, workers, seconds, log=lambda m: print(m, file=sys.stderr))
+    fc = forecast(jobs, workers, seconds, log=lambda m: print(m, file=sys.stderr), order=order)
     log(f"study {study_dir}")
     log(fc.table())
     return 0

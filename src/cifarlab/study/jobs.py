@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ..errors import CifarlabError
 QUICK_OVERRIDES = ["subset=5000", "val_split=500"]
 QUICK_EPOCHS_SCALE = 0.02
 QUICK_SEEDS = 2
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 # Settings that must agree between invocations on one study folder (the rest, such
 # as --only, --seeds and --workers, may change: they add or schedule runs).
 SETTINGS = ("overrides", "epochs_scale", "quick")
@@ -47,6 +49,27 @@ class Job:
     @property
     def label(self) -> str:
         return f"{self.preset}/seed{self.seed}"
+
+
+def preset_seeds(text: str | None, option: str = "--only") -> dict[str, int | None]:
+    """"vgg1,vgg3:3,combined" -> {"vgg1": None, "vgg3": 3, "combined": None}: the presets in the order
+    written, and the seed count of those that name their own (a preset named twice keeps the larger)."""
+    out: dict[str, int | None] = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        name, sep, n = (x.strip() for x in item.partition(":"))
+        if not name or (sep and (not n.isdigit() or int(n) < 1)):
+            raise StudyError(f"{option} {item!r}: write PRESET or PRESET:SEEDS with SEEDS a positive whole "
+                             f"number (vgg3:3 is vgg3's seeds 0, 1 and 2)")
+        if name not in out or (sep and int(n) > (out[name] or 0)):
+            out[name] = int(n) if sep else out.get(name)
+    return out
+
+
+def parse_only(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
+    """`--only vgg1,vgg3:3` -> (["vgg1", "vgg3"], {"vgg3": 3}): the presets (None: every preset) and the
+    seed count of those that name their own; the others take --seeds."""
+    given = preset_seeds(text)
+    return (list(given) or None), {k: v for k, v in given.items() if v is not None}
 
 
 def ordered_presets(names=None) -> list[str]:
@@ -94,6 +117,36 @@ def job_config(job: Job):
     cfg = resolve_config(job.preset, None, scale + list(job.overrides))
     cfg.seed = job.seed
     return validate(cfg)
+
+
+def images_per_epoch(cfg) -> tuple[int, int]:
+    """(training images stepped through per epoch, validation images evaluated per epoch)."""
+    n = cfg.subset or TRAIN_IMAGES
+    n -= cfg.val_split
+    steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    return min(n, steps * cfg.batch_size), cfg.val_split or TEST_IMAGES
+
+
+def epochs_done(run_dir) -> int:
+    """Epochs recorded in a run folder's metrics.csv (0 without one)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return 0
+    return max(0, len([line for line in path.read_text().splitlines() if line.strip()]) - 1)
+
+
+def remaining_images(job: Job) -> int:
+    """Training images a job still has to step through: what orders the longest runs first."""
+    if run_status(job.run_dir) == "finished":
+        return 0
+    cfg = job_config(job)
+    return max(0, cfg.epochs - epochs_done(job.run_dir)) * images_per_epoch(cfg)[0]
+
+
+def longest_first(jobs: list[Job]) -> list[Job]:
+    """The jobs with the most training left first (ties keep their order): on several workers the
+    long runs then start at once instead of running alone at the end, so the study ends sooner."""
+    return sorted(jobs, key=remaining_images, reverse=True)
 
 
 def run_status(run_dir) -> str:

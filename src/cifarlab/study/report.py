@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from ..config import STUDY_ORDER, study_order
+from .jobs import epochs_done, preset_seeds
 
 # The study's claims, as (experiment, compared with, what the seed report said).
 CLAIMS = [
@@ -500,14 +501,8 @@ README_END = "<!-- results: end -->"
 
 
 def parse_expect(text: str | None) -> dict[str, int]:
-    """"vgg3:3,combined" -> {"vgg3": 3, "combined": 1}."""
-    out = {}
-    for item in filter(None, (x.strip() for x in (text or "").split(","))):
-        name, _, n = item.partition(":")
-        if not name or not (n or "1").isdigit() or int(n or 1) < 1:
-            raise ValueError(f"--expect {item!r}: write PRESET or PRESET:SEEDS with SEEDS a positive whole number")
-        out[name] = max(out.get(name, 0), int(n or 1))
-    return out
+    """"vgg3:3,combined" -> {"vgg3": 3, "combined": 1} (the syntax of `study --only`)."""
+    return {k: v or 1 for k, v in preset_seeds(text, "--expect").items()}
 
 
 def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
@@ -517,7 +512,8 @@ def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
     for inv in rep["meta"].get("invocations", []):
         o = inv.get("options") or {}
         for name in o.get("presets") or []:
-            out.setdefault(name, set()).update(range(o.get("seeds") or 1))
+            n = (o.get("seeds_for") or {}).get(name) or o.get("seeds") or 1
+            out.setdefault(name, set()).update(range(n))
     for name, n in parse_expect(expect).items():
         out.setdefault(name, set()).update(range(n))
     for r in rep["rows"]:
@@ -535,7 +531,6 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
     """The results as a Markdown table for a README: every planned run, finished or not (a run
     that is missing says so; nothing is filled in)."""
     from ..config import load_preset, preset_names
-    from .forecast import epochs_done
     rows = {r["experiment"]: r for r in rep["rows"]}
     study_dir = Path(rep["study_dir"])
     lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "

@@ -37,7 +37,7 @@ import multiprocessing as mp
 
 from .. import checkpoint
 from ..runfolder import command_words
-from .jobs import SETTINGS, Job, StudyError, job_config, ordered_presets, run_job, run_status
+from .jobs import SETTINGS, Job, StudyError, job_config, longest_first, ordered_presets, run_job, run_status
 
 
 # --- backends --------------------------------------------------------------------------
@@ -184,18 +184,27 @@ def threads_per_worker(workers: int) -> int:
 
 
 def plan(presets: list[str], seeds: int, overrides: list[str], study_dir, epochs_scale: float = 1.0,
-         data_path=None, workers: int = 1, seed_start: int = 0, command=None) -> list[Job]:
-    """The study's jobs; `command` (the study's command line, a string or words) goes into each
-    run's summary.json, none when None."""
+         data_path=None, workers: int = 1, seed_start: int = 0, command=None,
+         seeds_for: dict | None = None) -> list[Job]:
+    """The study's jobs, in the presets' order: `seeds` seeds each, or seeds_for[preset] where given;
+    `command` (the study's command line, a string or words) goes into each run's summary.json, none
+    when None."""
     study_dir = Path(study_dir)
     threads = threads_per_worker(workers)
     words = tuple(command_words(command) or ())
+    counts = {p: (seeds_for or {}).get(p, seeds) for p in presets}
     jobs = [Job(p, s, tuple(overrides), str(study_dir / "runs" / p / f"seed{s}"), epochs_scale,
                 str(data_path) if data_path else None, threads, words)
-            for p in presets for s in range(seed_start, seed_start + seeds)]
+            for p in presets for s in range(seed_start, seed_start + counts[p])]
     for j in jobs:  # bad overrides fail here, before any process starts
         job_config(j)
     return jobs
+
+
+def seeds_text(names: list[str], seeds: int, seeds_for: dict | None = None) -> str:
+    """"3 seeds", or "1 seeds; vgg3 3" when some presets take their own number."""
+    own = {p: n for p, n in (seeds_for or {}).items() if p in names and n != seeds}
+    return f"{seeds} seeds" + "".join(f"; {p} {n}" for p, n in own.items())
 
 
 STUDY_LOCK = ".study.lock"  # held while study.json is read, checked and rewritten
@@ -259,25 +268,43 @@ def close_study(study_dir, meta: dict, results: list[dict], wall: float, interru
         checkpoint.atomic_write_text(path, json.dumps(current, indent=2))
 
 
+ORDERS = ("auto", "study", "longest")
+
+
+def execution_order(jobs: list[Job], order: str, workers: int) -> list[Job]:
+    """The order runs are handed to the workers: the study's (`study`), or the most training left
+    first (`longest`); `auto` is longest on several workers (the study ends sooner) and the study's
+    order on one (the same end, and the baselines' results come first)."""
+    if order not in ORDERS:
+        raise StudyError(f"unknown order {order!r}; choose one of: {', '.join(ORDERS)}")
+    return longest_first(jobs) if order == "longest" or (order == "auto" and workers > 1) else list(jobs)
+
+
 def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
               epochs_scale: float = 1.0, quick: bool = False, data_path=None, backend: str = "local",
-              log=print, backend_options: dict | None = None, command=None) -> list[dict]:
-    """Run the study; `command` (its command line) is recorded in study.json and each run's summary."""
+              log=print, backend_options: dict | None = None, command=None, seeds_for: dict | None = None,
+              order: str = "auto") -> list[dict]:
+    """Run the study; `command` (its command line) is recorded in study.json and each run's summary.
+    seeds_for: {preset: seeds} for the presets that take another number than `seeds`."""
     if backend not in BACKENDS:
         raise StudyError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if workers < 1 or seeds < 1 or epochs_scale <= 0:
+    if workers < 1 or seeds < 1 or epochs_scale <= 0 or min((seeds_for or {}).values(), default=1) < 1:
         raise StudyError("--workers and --seeds must be at least 1, --epochs-scale above 0")
     overrides = list(overrides)
     names = ordered_presets(presets)
-    jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers, command=command)
+    jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers, command=command,
+                seeds_for=seeds_for)
     settings = {"overrides": overrides, "epochs_scale": epochs_scale, "quick": quick}
-    meta = open_study(study_dir, settings, {"presets": names, "seeds": seeds, "workers": workers,
-                                            "backend": backend, "data": str(data_path) if data_path else None},
-                      command)
-    todo = [j for j in jobs if run_status(j.run_dir) != "finished"]
-    log(f"study {study_dir}: {len(jobs)} runs ({len(names)} presets x {seeds} seeds), "
+    options = {"presets": names, "seeds": seeds, "workers": workers, "backend": backend,
+               "data": str(data_path) if data_path else None}
+    if seeds_for:
+        options["seeds_for"] = dict(seeds_for)
+    todo = execution_order([j for j in jobs if run_status(j.run_dir) != "finished"], order, workers)
+    meta = open_study(study_dir, settings, options, command)
+    first = "longest runs first" if todo and todo != [j for j in jobs if j in todo] else "in study order"
+    log(f"study {study_dir}: {len(jobs)} runs ({len(names)} presets x {seeds_text(names, seeds, seeds_for)}), "
         f"{len(jobs) - len(todo)} finished, {len(todo)} to run on {workers} worker(s) "
-        f"x {jobs[0].threads} thread(s), backend {backend}")
+        f"x {jobs[0].threads} thread(s), backend {backend}, {first}")
     t0 = time.perf_counter()
     done = [0]
 

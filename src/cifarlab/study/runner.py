@@ -299,9 +299,10 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
                "data": str(data_path) if data_path else None}
     if seeds_for:
         options["seeds_for"] = dict(seeds_for)
-    todo = execution_order([j for j in jobs if run_status(j.run_dir) != "finished"], order, workers)
+    pending = [j for j in jobs if run_status(j.run_dir) != "finished"]
+    todo = execution_order(pending, order, workers)
     meta = open_study(study_dir, settings, options, command)
-    first = "longest runs first" if todo and todo != [j for j in jobs if j in todo] else "in study order"
+    first = "longest runs first" if todo != pending else "in study order"
     log(f"study {study_dir}: {len(jobs)} runs ({len(names)} presets x {seeds_text(names, seeds, seeds_for)}), "
         f"{len(jobs) - len(todo)} finished, {len(todo)} to run on {workers} worker(s) "
         f"x {jobs[0].threads} thread(s), backend {backend}, {first}")

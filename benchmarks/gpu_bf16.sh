@@ -74,9 +74,9 @@ for name in fp32 bf16; do
     done
     if [ ! -f "$run/summary.json" ] && [ -f "$run/checkpoint.pt" ]; then
       mkdir -p "$OUT/state/$rel" && cp "$run"/* "$OUT/state/$rel/"
-      cp "$WORK/$name/study.json" "$OUT/state/$name/"
     fi
   done
+  [ -d "$OUT/state/$name" ] && cp "$WORK/$name/study.json" "$OUT/state/$name/"
 done
 
 if ls "$WORK"/fp32/runs/vgg3/seed*/summary.json "$WORK"/bf16/runs/vgg3/seed*/summary.json >/dev/null 2>&1; then

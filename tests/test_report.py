@@ -195,6 +195,10 @@ def test_readme_table_lists_every_planned_run_and_never_fills_one_in(report, tmp
 
 def test_records_are_copied_without_checkpoints(report, tmp_path):
     dest = tmp_path / "results" / "small"
+    (dest / "report_files").mkdir(parents=True)
+    stale = dest / "report_files" / "best-confusion-of-an-earlier-report.png"
+    stale.write_bytes(b"old")
+    (report["dir"] / "report_files" / stale.name).write_bytes(b"old")  # in the study's own folder too
     p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(report["dir"]), "--records", str(dest)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
@@ -208,6 +212,10 @@ def test_records_are_copied_without_checkpoints(report, tmp_path):
         assert (dest / name).read_bytes() == (src / name).read_bytes()
     for link in re.findall(r"\]\((report_files/[^)]+)\)", (dest / "report.md").read_text()):
         assert (dest / link).is_file(), link  # the Markdown report's figures travel with it
+    assert not stale.exists()  # and only they: no figure of an earlier report is left beside them
+    assert not (src / "report_files" / stale.name).exists()
+    assert sorted(f.name for f in (dest / "report_files").iterdir()) == \
+        sorted(f.name for f in (src / "report_files").iterdir())
     bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(src), "--records", str(src)],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "study folder itself" in bad.stderr

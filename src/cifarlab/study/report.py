@@ -223,6 +223,8 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
         return out
     fig_dir = study_dir / "report_files"
     fig_dir.mkdir(exist_ok=True)
+    for old in fig_dir.glob("*.png"):  # the report's own folder: no figure of an earlier report survives
+        old.unlink()
     figs = out["figures"]
     for n in names:
         tag = "" if rows[n]["comparable"] else " (scaled: not comparable)"
@@ -608,6 +610,9 @@ def copy_records(study_dir, dest) -> list[Path]:
             data = f.read_bytes()
             atomic_write(target, lambda out, data=data: out.write(data))
             written.append(target)
+    for old in (dest / "report_files").glob("*.png"):
+        if old not in written:  # a figure an earlier report drew and this one does not (e.g. a best run
+            old.unlink()        # that could not be analysed this time) must not sit beside it
     return written
 
 

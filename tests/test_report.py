@@ -219,3 +219,26 @@ def test_records_are_copied_without_checkpoints(report, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(src), "--records", str(src)],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "study folder itself" in bad.stderr
+
+
+def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report, tmp_path):
+    study = tmp_path / "s"
+    shutil.copytree(report["dir"], study)
+    bad = tmp_path / "cifar-10-binary.tar.gz"
+    bad.write_bytes(b"not the archive")
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--data", str(bad)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((study / "report.json").read_text())
+    assert rep["best"] is None and "archive corrupt" in rep["best_error"] and str(bad) in rep["best_error"]
+    assert [r["experiment"] for r in rep["rows"]] == [r["experiment"] for r in report["json"]["rows"]]
+    assert not (study / "report_files" / "best-confusion.png").exists()  # not the figure of the earlier report
+    md = (study / "report.md").read_text()
+    assert "## Best run" not in md and f"Best run not analysed:\n\n```text\n{rep['best_error']}\n```" in md
+    # a message of several lines (a data set not found lists where it looked) stays one block
+    from cifarlab.study.report import render_html, render_md
+    rep["best_error"] = "runs/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand"
+    md = render_md(rep)
+    assert "```text\nruns/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand\n```" in md
+    assert "<pre>runs/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand</pre>" in \
+        render_html(rep, study)

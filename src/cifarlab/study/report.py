@@ -382,7 +382,7 @@ def render_md(rep: dict) -> str:
     else:
         md += ["No pair of experiments has two or more seeds each; run `cifarlab study --seeds 2` or more.", ""]
     if rep.get("best_error"):
-        md += [f"Best run not analysed: {rep['best_error']}", ""]
+        md += ["Best run not analysed:", "", "```text", rep["best_error"], "```", ""]  # a data error has many lines
     if rep["best"]:
         b = rep["best"]
         md += [f"## Best run: {b['name']} ({100 * b['test_acc']:.2f}%{'' if b['comparable'] else '†'})", "",
@@ -464,7 +464,7 @@ def render_html(rep: dict, study_dir: Path) -> str:
         parts.append("<p>No pair of experiments has two or more seeds each; run <code>cifarlab study --seeds 2"
                      "</code> or more.</p>")
     if rep.get("best_error"):
-        parts.append(f"<p>Best run not analysed: {e(rep['best_error'])}</p>")
+        parts.append(f"<p>Best run not analysed:</p><pre>{e(rep['best_error'])}</pre>")
     if rep["best"]:
         b = rep["best"]
         parts.append(f"<h2>Best run: {e(b['name'])} ({100 * b['test_acc']:.2f}%"

@@ -43,6 +43,8 @@ def test_rows_follow_the_study_and_match_the_runs(report):
     assert re.search(r"<td>bn_only</td><td>[^<]+</td><td>2</td><td>83\.94</td><td>[-+][\d.]+†</td>"
                      r"<td>-</td><td>-</td>", report["html"])
     assert "not comparable" in report["html"] and "no (scaled)" in report["md"]
+    assert report["json"]["fidelity"] == []  # scaled runs are not held against the published figures
+    assert "No comparable row with a published figure yet" in report["md"]
 
 
 def test_a_recipe_beyond_the_study_is_labelled_with_its_time(small_study, tmp_path):
@@ -242,3 +244,60 @@ def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report,
     assert "```text\nruns/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand\n```" in md
     assert "<pre>runs/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand</pre>" in \
         render_html(rep, study)
+
+
+def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
+    """The repo's own records of full-length runs (real summaries and curves), with two accuracies moved:
+    dropout 3 points down, and a second vgg3 seed 0.2 points from the first (a small spread: the limit
+    becomes twice the standard deviation)."""
+    from pathlib import Path
+    records = Path(__file__).resolve().parents[1] / "results" / "protocol"
+    study = tmp_path / "s"
+    for run in ("vgg1/seed0", "vgg3/seed0", "dropout/seed0"):
+        shutil.copytree(records / "runs" / run, study / "runs" / run)
+    shutil.copy(records / "study.json", study / "study.json")
+
+    def move(run, to=None, **change):
+        src = study / "runs" / run
+        dst = src if to is None else src.parent / to
+        if to is not None:
+            shutil.copytree(src, dst)
+        s = json.loads((src / "summary.json").read_text())
+        s.update(change)
+        (dst / "summary.json").write_text(json.dumps(s))
+        return s
+
+    vgg1 = json.loads((study / "runs/vgg1/seed0/summary.json").read_text())
+    vgg3 = json.loads((study / "runs/vgg3/seed0/summary.json").read_text())
+    move("vgg3/seed0", to="seed1", seed=1, test_acc=vgg3["test_acc"] + 0.002)
+    drop = move("dropout/seed0", test_acc=json.loads((study / "runs/dropout/seed0/summary.json").read_text())
+                ["test_acc"] - 0.03)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
+                      "<!-- results: end -->\n")
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--readme", str(readme)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((study / "report.json").read_text())
+    checks = {(c["experiment"], c["source"]): c for c in rep["fidelity"]}
+    assert set(checks) == {("vgg1", "article"), ("vgg3", "seed report"), ("vgg3", "article"),
+                           ("dropout", "seed report"), ("dropout", "article")}  # vgg1 has no seed-report figure
+    for c in checks.values():
+        row = next(r for r in rep["rows"] if r["experiment"] == c["experiment"])
+        published = row["seed_report"] if c["source"] == "seed report" else row["article"]
+        assert c["diff"] == pytest.approx(row["mean"] - published)
+        assert c["limit"] == (1.5 if row["n"] == 1 else min(1.5, 2 * row["std"]))
+        assert c["beyond"] == (abs(c["diff"]) > c["limit"])
+    vgg3_accs = [100 * vgg3["test_acc"], 100 * vgg3["test_acc"] + 0.2]
+    assert checks["vgg3", "article"]["limit"] == pytest.approx(2 * np.std(vgg3_accs, ddof=1))  # 0.28 points
+    assert checks["dropout", "seed report"]["diff"] == pytest.approx(100 * drop["test_acc"] - 82.12)
+    assert checks["dropout", "seed report"]["beyond"] and checks["dropout", "article"]["beyond"]
+    assert checks["vgg1", "article"]["beyond"] == (abs(100 * vgg1["test_acc"] - 67.07) > 1.5)
+    md, html = (study / "report.md").read_text(), (study / "report.html").read_text()
+    beyond = [c for c in checks.values() if c["beyond"]]
+    assert f"{len(beyond)} of 5 checks are beyond the limit" in md and "investigate" in html
+    assert f"| dropout | seed report | 82.12 | {100 * drop['test_acc']:.2f} | 1 |" in md
+    table = readme.read_text()
+    d = checks["dropout", "seed report"]["diff"]
+    assert f"| **{d:+.2f}** |" in table and "beyond noise" in table
+    assert f"| {checks['vgg1', 'article']['diff']:+.2f} |" in table  # within: not marked

@@ -125,6 +125,28 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
     return row
 
 
+# How far a comparable row may lie from a published figure before it is investigated (points).
+TOLERANCE = 1.5
+RULE = ("A comparable row is checked against each published figure: a difference of more than "
+        f"{TOLERANCE} points, or, where the row has two or more seeds, of more than twice its standard "
+        "deviation, is beyond noise and is investigated (the Keras semantics of study.md, then Keras itself).")
+
+
+def fidelity(rows: list[dict]) -> list[dict]:
+    """Each published figure of each comparable study row against the tolerance (RULE)."""
+    out = []
+    for r in rows:
+        if not r["comparable"] or r["beyond_study"]:
+            continue
+        limit = TOLERANCE if r["std"] is None else min(TOLERANCE, 2 * r["std"])
+        for key, label in REFS:
+            if r[key] is not None:
+                d = r[f"diff_{key}"]
+                out.append({"experiment": r["experiment"], "source": label, "published": r[key],
+                            "ours": r["mean"], "n": r["n"], "diff": d, "limit": limit, "beyond": abs(d) > limit})
+    return out
+
+
 def welch(a: list[float], b: list[float]) -> dict:
     """Welch's t-test of mean(a) - mean(b), and the difference's 95% confidence interval."""
     from scipy import stats
@@ -218,7 +240,8 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = {"study_dir": str(study_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
            "meta": meta, "rows": [rows[n] for n in names], "unfinished": unfinished,
-           "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None}
+           "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None,
+           "fidelity": fidelity([rows[n] for n in names])}
     if not figures or not names:
         return out
     fig_dir = study_dir / "report_files"
@@ -330,6 +353,26 @@ def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def fidelity_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["experiment", "published by", "published %", "ours %", "n", "diff", "limit", "verdict"]
+    body = [[c["experiment"], c["source"], _f(c["published"]), _f(c["ours"]), str(c["n"]),
+             _f(c["diff"], signed=True), f"±{c['limit']:.2f}", "BEYOND NOISE: investigate" if c["beyond"]
+             else "within"] for c in rep.get("fidelity", [])]
+    return head, body
+
+
+def fidelity_summary(rep: dict) -> str:
+    checks = rep.get("fidelity", [])
+    if not checks:
+        return "No comparable row with a published figure yet: nothing to check."
+    beyond = [c for c in checks if c["beyond"]]
+    rows = len({c["experiment"] for c in checks})
+    if not beyond:
+        return f"All {len(checks)} checks of the {rows} comparable row(s) are within the limit."
+    return (f"{len(beyond)} of {len(checks)} checks are beyond the limit: "
+            + ", ".join(f"{c['experiment']} against the {c['source']} ({c['diff']:+.2f})" for c in beyond) + ".")
+
+
 def _duration(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
@@ -372,6 +415,9 @@ def render_md(rep: dict) -> str:
         md += [NOTE_BEYOND, ""] + [f"- {b}" for b in beyond] + [""]
     if rep["unfinished"]:
         md += [f"Not finished (not in the table): {', '.join(rep['unfinished'])}", ""]
+    md += ["## Against the published figures", "", RULE, "", f"**{fidelity_summary(rep)}**", ""]
+    if rep.get("fidelity"):
+        md += [table(*fidelity_table(rep)), ""]
     md += ["## Experiments and the choices where the sources were silent", "",
            table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]]), ""]
     md += ["## Is the difference more than run-to-run noise?", ""]
@@ -452,6 +498,9 @@ def render_html(rep: dict, study_dir: Path) -> str:
                      + "</ul>")
     if rep["unfinished"]:
         parts.append(f"<p>Not finished (not in the table): {e(', '.join(rep['unfinished']))}</p>")
+    parts.append(f"<h2>Against the published figures</h2><p>{e(RULE)}</p><p><b>{e(fidelity_summary(rep))}</b></p>")
+    if rep.get("fidelity"):
+        parts.append(table(*fidelity_table(rep), text_cols=(0, 1, 7), cls="fidelity"))
     parts.append("<h2>Experiments and the choices where the sources were silent</h2>")
     parts.append(table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]],
                        text_cols=(1,), cls="presets"))
@@ -538,6 +587,12 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
     lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "
              "| device |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    beyond = {(c["experiment"], c["source"]) for c in rep.get("fidelity", []) if c["beyond"]}
+
+    def diff(name, key, label):
+        v = _f(rows[name][f"diff_{key}"], signed=True)
+        return f"**{v}**" if (name, label) in beyond else v
+
     for name, seeds in planned(rep, expect).items():
         r = rows.get(name)
         done = set(r["seeds"]) if r else set()
@@ -546,7 +601,7 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
             m = _mark(r)
             acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
             cells = [name, "/".join(map(str, r["epochs"])), acc, str(r["n"]), _f(r["seed_report"]),
-                     _f(r["diff_seed_report"], signed=True), _f(r["article"]), _f(r["diff_article"], signed=True),
+                     diff(name, *REFS[0]), _f(r["article"]), diff(name, *REFS[1]),
                      _duration(r["wall_seconds"]), r.get("arithmetic", "?"), _short_device(r["device"])]
             lines.append("| " + " | ".join(cells) + " |")
         if missing:
@@ -561,6 +616,9 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
             cells = [name, str(preset.epochs if preset else "?"), "not finished: " + ", ".join(where), "", refs[0],
                      "", refs[1], "", "", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
+    if beyond:
+        lines += ["", f"A difference in bold is beyond noise ({TOLERANCE} points, or twice the standard deviation "
+                  "where n > 1): see the report's section \"Against the published figures\"."]
     return "\n".join(lines)
 
 

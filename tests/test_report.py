@@ -272,6 +272,11 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     move("vgg3/seed0", to="seed1", seed=1, test_acc=vgg3["test_acc"] + 0.002)
     drop = move("dropout/seed0", test_acc=json.loads((study / "runs/dropout/seed0/summary.json").read_text())
                 ["test_acc"] - 0.03)
+    # a run stopped after 7 of its 100 epochs: listed with how far it got, never in the table
+    partial = study / "runs/vgg1/seed1"
+    shutil.copytree(study / "runs/vgg1/seed0", partial)
+    (partial / "summary.json").unlink()
+    (partial / "metrics.csv").write_text("\n".join((partial / "metrics.csv").read_text().splitlines()[:8]) + "\n")
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
                       "<!-- results: end -->\n")
@@ -301,3 +306,10 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     d = checks["dropout", "seed report"]["diff"]
     assert f"| **{d:+.2f}** |" in table and "beyond noise" in table
     assert f"| {checks['vgg1', 'article']['diff']:+.2f} |" in table  # within: not marked
+    assert "| vgg1 | 100 | not finished: seed 1 (at epoch 7) |" in table
+    # the report's own results table sets the same differences in bold, and says why
+    assert f"| 82.12 | **{d:+.2f}** | 83.45 | **{checks['dropout', 'article']['diff']:+.2f}** |" in md
+    assert f"| {checks['vgg1', 'article']['diff']:+.2f} |" in md and "A difference in bold is beyond noise" in md
+    assert f'<td class="beyond"><b>{d:+.2f}</b></td>' in html and "A difference in bold" in html
+    assert "Not finished (not in the table): runs/vgg1/seed1 (at epoch 7 of 100)" in md
+    assert rep["rows"][0]["n"] == 1  # the partial seed is not averaged in

@@ -69,12 +69,24 @@ def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str]]:
     for run_dir in sorted(Path(study_dir).glob("runs/*/seed*")):
         run = load_run(run_dir)
         if isinstance(run, str):
-            unfinished.append(str(run_dir.relative_to(study_dir)) + run)
+            unfinished.append(str(run_dir.relative_to(study_dir)) + (run or _progress(run_dir)))
             continue
         runs.setdefault(run_dir.parent.name, []).append(run)
     for rs in runs.values():
         rs.sort(key=lambda r: r["summary"]["seed"])
     return runs, unfinished
+
+
+def _progress(run_dir: Path) -> str:
+    """How far an unfinished run got: " (at epoch 139 of 400)", "" before its first epoch."""
+    k = epochs_done(run_dir)
+    if not k:
+        return ""
+    try:
+        total = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("epochs")
+    except (OSError, yaml.YAMLError):
+        total = None
+    return f" (at epoch {k}" + (f" of {total})" if total else ")")
 
 
 def arithmetic(summary: dict, config: dict) -> str:
@@ -320,17 +332,32 @@ def beyond_lines(rep: dict) -> list[str]:
     return lines
 
 
+def _beyond_noise(rep: dict) -> set[tuple[str, str]]:
+    """(experiment, published by) of every difference beyond noise: what the tables set in bold."""
+    return {(c["experiment"], c["source"]) for c in rep.get("fidelity", []) if c["beyond"]}
+
+
+def bold_note(rep: dict) -> str:
+    """The line under a results table whose bold differences are beyond noise ("" when none is)."""
+    if not _beyond_noise(rep):
+        return ""
+    return (f"A difference in bold is beyond noise ({TOLERANCE} points, or twice the standard deviation where "
+            "n > 1): see the section \"Against the published figures\".")
+
+
 def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     head = ["experiment", "test acc % (mean ± std)", "n", "seed report", "diff", "article", "diff",
             "epochs", "wall / run", "arithmetic", "comparable"]
     body = []
+    beyond = _beyond_noise(rep)
     for r in rep["rows"]:
         m = _mark(r)
         acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
+
+        diff = [_f(r[f"diff_{key}"], signed=True) + (m if r[f"diff_{key}"] is not None else "") for key, _ in REFS]
+        diff = [f"**{v}**" if (r["experiment"], label) in beyond else v for v, (_, label) in zip(diff, REFS)]
         body.append([r["experiment"] + (" ‡" if r["beyond_study"] else ""), acc, str(r["n"]), _f(r["seed_report"]),
-                     _f(r["diff_seed_report"], signed=True) + (m if r["diff_seed_report"] is not None else ""),
-                     _f(r["article"]),
-                     _f(r["diff_article"], signed=True) + (m if r["diff_article"] is not None else ""),
+                     diff[0], _f(r["article"]), diff[1],
                      "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]), r.get("arithmetic", "?"),
                      "yes" if r["comparable"] else "no (scaled)"])
     return head, body
@@ -410,6 +437,8 @@ def render_md(rep: dict) -> str:
         md += [f"**{NOTE_SCALED}**", ""]
     md += ["## Results", "", "Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours minus "
            "the published figure.", "", table(*results_table(rep)), ""]
+    if bold_note(rep):
+        md += [bold_note(rep), ""]
     beyond = beyond_lines(rep)
     if beyond:
         md += [NOTE_BEYOND, ""] + [f"- {b}" for b in beyond] + [""]
@@ -452,7 +481,7 @@ th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;vertical-align:to
 th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
 td.text,th.text{text-align:left}tr:nth-child(even){background:#fafafa}
 .note{background:#fff6dd;border-left:4px solid #e0b000;padding:.5em 1em}
-.yes{color:#1a7f37}.no{color:#b35900}
+.yes{color:#1a7f37}.no{color:#b35900}.beyond{color:#b31d28}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em}
 figure{margin:0}figcaption{font-size:.9em;color:#555}
@@ -475,7 +504,10 @@ def html_table(head: list[str], body: list[list[str]], text_cols=(), cls: str = 
             klass = "text" if i in text_cols else ""
             if c in ("yes", "no (scaled)") and head[i] == "comparable":
                 klass += " yes" if c == "yes" else " no"
-            cells.append(f'<td class="{klass.strip()}">{e(c)}</td>' if klass else f"<td>{e(c)}</td>")
+            text = e(c)
+            if len(c) > 4 and c.startswith("**") and c.endswith("**"):  # a difference beyond noise
+                text, klass = f"<b>{e(c[2:-2])}</b>", klass + " beyond"
+            cells.append(f'<td class="{klass.strip()}">{text}</td>' if klass else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -492,6 +524,8 @@ def render_html(rep: dict, study_dir: Path) -> str:
     parts.append("<h2>Results</h2><p>Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours "
                  "minus the published figure.</p>")
     parts.append(table(*results_table(rep), cls="results"))
+    if bold_note(rep):
+        parts.append(f'<p class="note">{e(bold_note(rep))}</p>')
     beyond = beyond_lines(rep)
     if beyond:
         parts.append(f'<p class="note">{e(NOTE_BEYOND)}</p><ul>' + "".join(f"<li>{e(b)}</li>" for b in beyond)
@@ -569,6 +603,9 @@ def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
         out.setdefault(name, set()).update(range(n))
     for r in rep["rows"]:
         out.setdefault(r["experiment"], set()).update(r["seeds"])
+    for run_dir in Path(rep["study_dir"]).glob("runs/*/seed*"):  # begun, not finished: meant to be there
+        if run_dir.name[4:].isdigit() and not (run_dir / "summary.json").is_file():
+            out.setdefault(run_dir.parent.name, set()).add(int(run_dir.name[4:]))
     return {n: sorted(out[n]) for n in study_order(out)}
 
 
@@ -587,7 +624,7 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
     lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "
              "| device |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
-    beyond = {(c["experiment"], c["source"]) for c in rep.get("fidelity", []) if c["beyond"]}
+    beyond = _beyond_noise(rep)
 
     def diff(name, key, label):
         v = _f(rows[name][f"diff_{key}"], signed=True)

@@ -603,7 +603,8 @@ def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
         out.setdefault(name, set()).update(range(n))
     for r in rep["rows"]:
         out.setdefault(r["experiment"], set()).update(r["seeds"])
-    for run_dir in Path(rep["study_dir"]).glob("runs/*/seed*"):  # begun, not finished: meant to be there
+    begun = Path(rep["study_dir"]).glob("runs/*/seed*") if rep.get("study_dir") else ()
+    for run_dir in begun:  # begun, not finished: meant to be there
         if run_dir.name[4:].isdigit() and not (run_dir / "summary.json").is_file():
             out.setdefault(run_dir.parent.name, set()).add(int(run_dir.name[4:]))
     return {n: sorted(out[n]) for n in study_order(out)}

@@ -1,4 +1,5 @@
 """The report of a small real study: rows, numbers equal to the runs, figures, statistics, a browser."""
+import csv
 import json
 import re
 import shutil
@@ -313,3 +314,8 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     assert f'<td class="beyond"><b>{d:+.2f}</b></td>' in html and "A difference in bold" in html
     assert "Not finished (not in the table): runs/vgg1/seed1 (at epoch 7 of 100)" in md
     assert rep["rows"][0]["n"] == 1  # the partial seed is not averaged in
+    # the median epoch (what a run costs, whatever paused it): vgg1's from its own metrics.csv
+    with open(study / "runs/vgg1/seed0/metrics.csv") as f:
+        vgg1_epochs = [float(r["epoch_seconds"]) for r in csv.DictReader(f)]
+    assert rep["rows"][0]["median_epoch_seconds"] == pytest.approx(np.median(vgg1_epochs))
+    assert f"| {np.median(vgg1_epochs):.0f} s | fp32 | yes |" in md

@@ -113,6 +113,13 @@ def load_run(run_dir: Path) -> dict | str:
     return {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)}
 
 
+def _median_epoch(rs: list[dict]) -> float | None:
+    """Mean over the seeds of each run's median epoch time (None where no run recorded one)."""
+    med = [float(np.median([h["epoch_seconds"] for h in r["history"]])) for r in rs
+           if r.get("history") and all("epoch_seconds" in h for h in r["history"])]
+    return float(np.mean(med)) if med else None
+
+
 def experiment_row(name: str, rs: list[dict]) -> dict:
     """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
@@ -123,6 +130,8 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
         "test_acc": accs, "mean": mean, "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
         "epochs": sorted({r["summary"]["epochs"] for r in rs}),
         "wall_seconds": float(np.mean([r["summary"]["wall_seconds"] for r in rs])),
+        # the steadier cost figure: an epoch slowed by other work or a pause moves the wall, not the median
+        "median_epoch_seconds": _median_epoch(rs),
         "comparable": all(r["summary"].get("comparable", True) for r in rs),
         "train_images": sorted({r["summary"]["train_images"] for r in rs}),
         "description": rs[0]["config"].get("description", ""),
@@ -347,7 +356,7 @@ def bold_note(rep: dict) -> str:
 
 def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     head = ["experiment", "test acc % (mean ± std)", "n", "seed report", "diff", "article", "diff",
-            "epochs", "wall / run", "arithmetic", "comparable"]
+            "epochs", "wall / run", "median epoch", "arithmetic", "comparable"]
     body = []
     beyond = _beyond_noise(rep)
     for r in rep["rows"]:
@@ -358,7 +367,9 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
         diff = [f"**{v}**" if (r["experiment"], label) in beyond else v for v, (_, label) in zip(diff, REFS)]
         body.append([r["experiment"] + (" ‡" if r["beyond_study"] else ""), acc, str(r["n"]), _f(r["seed_report"]),
                      diff[0], _f(r["article"]), diff[1],
-                     "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]), r.get("arithmetic", "?"),
+                     "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]),
+                     _f(r.get("median_epoch_seconds"), "{:.0f} s"),
+                     r.get("arithmetic", "?"),
                      "yes" if r["comparable"] else "no (scaled)"])
     return head, body
 

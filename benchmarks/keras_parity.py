@@ -40,24 +40,15 @@ KERAS_SIDE = r'''
 import os, sys, json
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
-import keras
-from keras import layers as L
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 d = np.load(sys.argv[1])
 spec = json.loads(str(d["spec"]))
-reg = (lambda: keras.regularizers.L2(spec["l2"])) if spec["l2"] else (lambda: None)
-seq = [keras.Input((32, 32, 3))]
-for w in spec["widths"]:
-    for _ in range(2):
-        seq.append(L.Conv2D(w, 3, padding="same", activation="relu", kernel_regularizer=reg()))
-    seq.append(L.MaxPooling2D(2))
-seq += [L.Flatten(), L.Dense(spec["dense"], activation="relu", kernel_regularizer=reg()),
-        L.Dense(10, activation="softmax")]
-net = keras.Sequential(seq)
-net.compile(optimizer=keras.optimizers.SGD(spec["lr"], momentum=spec["momentum"]),
-            loss="sparse_categorical_crossentropy")
+sys.path.insert(0, spec["benchmarks"])
+from keras_reference import build
+net = build(spec["widths"], spec["dense"], [0.0] * (len(spec["widths"]) + 1), spec["l2"], spec["lr"],
+            spec["momentum"])
 params = [d[f"w{i}"] for i in range(spec["n_weights"])]
 net.set_weights(params)
 x, y, B = d["x"], d["y"].astype("int32"), spec["batch"]
@@ -68,6 +59,7 @@ for s in range(max(spec["at"])):
     if s + 1 in spec["at"]:
         saved.update({f"s{s + 1}w{i}": w for i, w in enumerate(net.get_weights())})
 np.savez(sys.argv[2], losses=np.array(losses), **saved)
+import keras
 print(json.dumps({"tensorflow": tf.__version__, "keras": keras.__version__}))
 '''
 
@@ -156,7 +148,8 @@ def main(argv=None) -> int:
     spec = {"widths": [model.features[i].out_channels for i in range(len(model.features))
                        if isinstance(model.features[i], torch.nn.Conv2d)][::2],
             "dense": cfg.dense, "l2": cfg.l2, "lr": cfg.lr, "momentum": cfg.momentum, "batch": cfg.batch_size,
-            "at": at, "n_weights": len(start)}
+            "at": at, "n_weights": len(start),
+            "benchmarks": str(Path(__file__).resolve().parent)}
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = Path(tmp, "in.npz"), Path(tmp, "out.npz")
         np.savez(inp, spec=json.dumps(spec), x=xk, y=y.numpy(), **{f"w{i}": w for i, w in enumerate(start)})

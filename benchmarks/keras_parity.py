@@ -47,8 +47,7 @@ d = np.load(sys.argv[1])
 spec = json.loads(str(d["spec"]))
 sys.path.insert(0, spec["benchmarks"])
 from keras_reference import build
-net = build(spec["widths"], spec["dense"], [0.0] * (len(spec["widths"]) + 1), spec["l2"], spec["lr"],
-            spec["momentum"])
+net = build(**spec["net"])
 params = [d[f"w{i}"] for i in range(spec["n_weights"])]
 net.set_weights(params)
 x, y, B = d["x"], d["y"].astype("int32"), spec["batch"]
@@ -125,10 +124,13 @@ def main(argv=None) -> int:
     import torch
     from cifarlab.config import load_preset
     from cifarlab.data import load_cifar10
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from keras_reference import study_network  # the Keras network of a preset, and what Keras's fit can't express
     torch.set_num_threads(1)
     cfg = dataclasses.replace(load_preset(a.preset), threads=1)
-    if cfg.dropout or cfg.augment != "none" or cfg.batchnorm or cfg.norm != "scale":
-        sys.exit(f"{a.preset}: not a deterministic preset")
+    net = study_network(cfg)
+    if any(net["rates"]):
+        sys.exit(f"{a.preset}: dropout makes its steps random, not a preset to compare step by step")
     n = at[-1] * cfg.batch_size
     ds = load_cifar10(a.data)
     x = torch.from_numpy(np.ascontiguousarray(ds.x_train[:n]))
@@ -145,10 +147,7 @@ def main(argv=None) -> int:
     names = layer_names(model)
 
     xk = normalize_for_keras(x, data)
-    spec = {"widths": [model.features[i].out_channels for i in range(len(model.features))
-                       if isinstance(model.features[i], torch.nn.Conv2d)][::2],
-            "dense": cfg.dense, "l2": cfg.l2, "lr": cfg.lr, "momentum": cfg.momentum, "batch": cfg.batch_size,
-            "at": at, "n_weights": len(start),
+    spec = {"net": net, "batch": cfg.batch_size, "at": at, "n_weights": len(start),
             "benchmarks": str(Path(__file__).resolve().parent)}
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = Path(tmp, "in.npz"), Path(tmp, "out.npz")

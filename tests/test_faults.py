@@ -1,6 +1,7 @@
 """Faults a careless or a hostile user meets, each with the real thing: hostile checkpoint
 and tar files, kill -9 inside a checkpoint write and a cache write, Ctrl-C in a download,
 a full disk during a checkpoint write, a damaged array cache."""
+import contextlib
 import errno
 import http.server
 import io
@@ -315,6 +316,51 @@ def test_ctrl_c_during_download_leaves_no_part_file(stalled_server, tmp_path):
     assert not (cache / "cifarlab" / "cifar-10-binary.tar.gz").exists()
 
 
+def _ctrl_c_inside_an_import(*a, **k):
+    """What a C extension's import does when Ctrl-C lands inside it (matplotlib's Agg
+    backend, loaded for the first curves.png): the KeyboardInterrupt comes out as the
+    extension's own ImportError."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the handler raises here
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed") from None
+    raise AssertionError("SIGINT did not arrive")
+
+
+def _import_fails(*a, **k):
+    raise ImportError("initialization failed")
+
+
+def test_ctrl_c_that_turns_into_another_error_is_still_an_interruption(twin, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the first curves.png loads matplotlib: `train` says interrupted (exit 130,
+    the resume command, no traceback) and resumes to the uninterrupted result; a study's run
+    is interrupted, not failed, and its train.log says so. The same ImportError without
+    Ctrl-C is still an error."""
+    run = tmp_path / "run"
+    monkeypatch.setattr("cifarlab.train._plot", _import_fails)
+    with pytest.raises(ImportError):
+        cli.main(["train", "--preset", "vgg1", "--out", str(run), "--quiet", *TINY])
+    monkeypatch.setattr("cifarlab.train._plot", _ctrl_c_inside_an_import)
+    rc, err = _cli(capsys, "train", "--preset", "vgg1", "--out", run, "--quiet", "--force", *TINY)
+    assert rc == 130, err
+    assert f"cifarlab train: interrupted; it resumes with `cifarlab train --resume {run}`" in err, err
+    assert "Traceback" not in err and "ImportError" not in err, err
+    assert checkpoint.load(run / "checkpoint.pt")["epoch"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command put Python's back
+
+    study = tmp_path / "study"
+    rc, err = _cli(capsys, "study", "--out", study, "--only", "vgg1", "--backend", "inline", *TINY)
+    log = (study / "runs" / "vgg1" / "seed0" / "train.log").read_text()
+    assert rc == 130 and "cifarlab study: interrupted" in err, err
+    assert log.rstrip().endswith("interrupted; the run resumes from its last checkpoint"), log
+    assert "Traceback" not in log and "failed" not in err, (log, err)
+
+    monkeypatch.undo()
+    train(None, run, resume=True, progress=False, log=_quiet)
+    _same_run(twin, run)
+
+
 # --- hostile archives --------------------------------------------------------------------
 
 def _archive(folder: Path, *members) -> Path:
@@ -368,6 +414,17 @@ def test_crafted_archive_extracts_nothing_outside(tmp_path, monkeypatch, library
 
 # --- disk full ---------------------------------------------------------------------------
 
+def _open_files_under(folder: Path) -> list[str]:
+    """The files under `folder` that this process holds open."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(folder) + os.sep):
+                out.append(target)
+    return out
+
+
 def test_disk_full_in_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(twin, data_dir, tmp_path, capsys,
                                                                                  monkeypatch):
     """A run on a 12 MB file system: the first checkpoint (8.5 MB) fits, the second does not
@@ -394,8 +451,10 @@ def test_disk_full_in_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint
         monkeypatch.setenv("XDG_CACHE_HOME", str(mnt / "cache"))
         ds = D.load_cifar10(data_dir, download_ok=False)
         assert len(ds.y_train) == 50000 and not list(mnt.rglob("*.npz")) and _temporaries(mnt) == []
+        assert _open_files_under(mnt) == []  # the stopped run holds nothing (an event file, say) open
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        if subprocess.run(["umount", str(mnt)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)])  # detached, so tmp_path can still be cleaned
     train(None, moved, resume=True, progress=False, log=_quiet)
     _same_run(twin, moved)
 

@@ -12,6 +12,7 @@ resumed at an epoch boundary continues exactly as if it had never stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -415,12 +416,19 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
             log(f"{run_dir} already finished; nothing to resume")
             return finished
     run = start_run(cfg, run_dir, state, data_path, resume, force, log, progress, threads)
-    for epoch in range(run.start_epoch, cfg.epochs):
-        row = run_epoch(run, epoch)
-        end_epoch(run, row)
-        if on_epoch is not None and run.ddp.is_main:
-            on_epoch(row, run.model, run_dir)
-    return finish_run(run, command)
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            row = run_epoch(run, epoch)
+            end_epoch(run, row)
+            if on_epoch is not None and run.ddp.is_main:
+                on_epoch(row, run.model, run_dir)
+        return finish_run(run, command)
+    except BaseException:
+        # a run that stops (disk full, Ctrl-C, an error) leaves no event file open behind it:
+        # the writer's thread would hold it, and the folder's file system, until the process ends
+        with contextlib.suppress(Exception):
+            run.tb.close()
+        raise
 
 
 def _silent(*args, **kwargs) -> None:

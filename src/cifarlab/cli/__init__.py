@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import runtime
+from .. import interrupt, runtime
 from ..errors import CifarlabError
 
 # verb -> its one-line help; the verb's parser and function are in cifarlab.cli.<verb>
@@ -67,20 +67,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # the command as typed: recorded in what it writes, and quoted by messages that say how to run it again
     args.command_line = "cifarlab " + shlex.join(typed)
+    previous = interrupt.install()  # Ctrl-C told apart from an error it turns into (interrupt.py)
     try:
         return args.func(args) or 0
+    except KeyboardInterrupt:
+        return _interrupted(args)
     except (CifarlabError, WriteError, FileNotFoundError) as e:
+        if interrupt.seen():
+            return _interrupted(args)
         print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader stopped reading (`cifarlab presets | head`): nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no second error at exit
         return 1
-    except KeyboardInterrupt:
-        run = getattr(args, "run_dir", None)
-        hint = (f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`"
-                if run and (Path(run) / "config.yaml").is_file() else "")
-        print(f"\ncifarlab {args.verb}: interrupted{hint}", file=sys.stderr)
-        return 130
+    except Exception:
+        if interrupt.seen():  # Ctrl-C inside an import, say, that reached here as ImportError
+            return _interrupted(args)
+        raise
+    finally:
+        interrupt.restore(previous)
+        interrupt.reset()
+
+
+def _interrupted(args) -> int:
+    run = getattr(args, "run_dir", None)
+    hint = (f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`"
+            if run and (Path(run) / "config.yaml").is_file() else "")
+    print(f"\ncifarlab {args.verb}: interrupted{hint}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import interrupt
 from ..config import study_order
 from ..errors import CifarlabError
 
@@ -179,6 +180,11 @@ def config_mismatch(job: Job) -> str | None:
             f"it is left as it is (move it away to train it again)")
 
 
+def _log_interrupted(run_dir: Path) -> None:
+    with open(run_dir / "train.log", "a") as logf:
+        print("interrupted; the run resumes from its last checkpoint", file=logf)
+
+
 def run_job(job: Job) -> dict:
     """Run one job to the end in this process; never recompute a finished run.
 
@@ -218,10 +224,12 @@ def run_job(job: Job) -> dict:
     except ConfigMismatchError as e:  # changed between the check above and the lock
         out["status"], out["error"] = "mismatch", str(e)
     except KeyboardInterrupt:
-        with open(run_dir / "train.log", "a") as logf:
-            print("interrupted; the run resumes from its last checkpoint", file=logf)
+        _log_interrupted(run_dir)
         raise
     except Exception as e:  # one failed run must not stop the others; the study reports it
+        if interrupt.seen():  # Ctrl-C, turned into another error where it landed (interrupt.py)
+            _log_interrupted(run_dir)
+            raise KeyboardInterrupt from e
         out["status"], out["error"] = "failed", f"{type(e).__name__}: {e}"
         with open(run_dir / "train.log", "a") as logf:
             traceback.print_exc(file=logf)

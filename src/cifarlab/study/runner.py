@@ -35,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from pathlib import Path
 import multiprocessing as mp
 
-from .. import checkpoint
+from .. import checkpoint, interrupt
 from ..runfolder import command_words
 from .jobs import SETTINGS, Job, StudyError, job_config, longest_first, ordered_presets, run_job, run_status
 
@@ -82,6 +82,7 @@ def _worker_sigint(signum, frame) -> None:
     global _stopping
     first = not _stopping
     _stopping = True
+    interrupt.note()  # an error this raises inside an import is still the interruption (interrupt.py)
     if first and _running:
         raise KeyboardInterrupt
 

@@ -319,3 +319,27 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
         vgg1_epochs = [float(r["epoch_seconds"]) for r in csv.DictReader(f)]
     assert rep["rows"][0]["median_epoch_seconds"] == pytest.approx(np.median(vgg1_epochs))
     assert f"| {np.median(vgg1_epochs):.0f} s | fp32 | yes |" in md
+
+
+def test_a_row_whose_seeds_ran_on_different_devices_names_each(tmp_path):
+    """The repo's vgg3 records: seed 0 trained on one CPU, seed 1 on another. The row's
+    device names both, each with its seed, in report.json and in the README table."""
+    from pathlib import Path
+    records = Path(__file__).resolve().parents[1] / "results" / "protocol"
+    study = tmp_path / "s"
+    for run in ("vgg3/seed0", "vgg3/seed1"):
+        shutil.copytree(records / "runs" / run, study / "runs" / run)
+    shutil.copy(records / "study.json", study / "study.json")
+    devices = [json.loads((study / "runs" / "vgg3" / f"seed{k}" / "summary.json").read_text())["device"]
+               for k in (0, 1)]
+    assert devices[0] != devices[1], "the records no longer hold two devices; this test needs them"
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
+                      "<!-- results: end -->\n")
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--readme", str(readme)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    row = next(r for r in json.loads((study / "report.json").read_text())["rows"] if r["experiment"] == "vgg3")
+    assert row["device"] == f"{devices[0]} (seed 0); {devices[1]} (seed 1)"
+    line = next(x for x in readme.read_text().splitlines() if x.startswith("| vgg3 |"))
+    assert "model 85" in line and "(seed 0)" in line and "model 207" in line and "(seed 1)" in line, line

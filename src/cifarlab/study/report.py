@@ -120,6 +120,18 @@ def _median_epoch(rs: list[dict]) -> float | None:
     return float(np.mean(med)) if med else None
 
 
+def _devices(rs: list[dict]) -> str:
+    """The device of an experiment's runs; where its seeds ran on different devices, each
+    with the seeds it ran (a row's mean may mix machines, and says so)."""
+    seeds: dict[str, list[int]] = {}
+    for r in rs:
+        seeds.setdefault(r["summary"].get("device", ""), []).append(r["summary"]["seed"])
+    if len(seeds) == 1:
+        return next(iter(seeds))
+    return "; ".join(f"{d or 'device not recorded'} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})"
+                     for d, v in seeds.items())
+
+
 def experiment_row(name: str, rs: list[dict]) -> dict:
     """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
@@ -136,7 +148,7 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
         "train_images": sorted({r["summary"]["train_images"] for r in rs}),
         "description": rs[0]["config"].get("description", ""),
         "beyond_study": name not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
-        "device": rs[0]["summary"].get("device", ""),
+        "device": _devices(rs),
         "arithmetic": "/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
     }
     for key, _ in REFS:

@@ -90,24 +90,6 @@ def reseed(net, seed: int) -> None:
             layer.seed_generator.state.assign(np.array([seed * 31 + i, 0], dtype="int64"))
 
 
-def cpu() -> str:
-    fields = {}
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-        fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in info.splitlines() if ":" in ln)}
-    except OSError:
-        pass
-    return (f"{fields.get('model name', platform.processor() or platform.machine())} "
-            f"(family {fields.get('cpu family', '?')} model {fields.get('model', '?')})")
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 def write_rows(path: Path, rows: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
@@ -133,6 +115,8 @@ def main(argv=None) -> int:
     from cifarlab import plots
     from cifarlab.config import load_preset
     from cifarlab.data import load_cifar10, subset_indices
+    from cifarlab.machine import cpu_name
+    from cifarlab.runfolder import read_metrics
     cfg = load_preset(a.preset)
     spec = study_network(cfg)
     epochs = a.epochs or cfg.epochs
@@ -156,7 +140,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    rows = read_rows(metrics)
+    rows = read_metrics(out) if metrics.is_file() else []
     if rows and state.is_file():
         net = keras.models.load_model(state)
         print(f"{out}: continuing after epoch {len(rows)} of {epochs}", flush=True)
@@ -185,7 +169,7 @@ def main(argv=None) -> int:
                "images": len(y), "test_acc": last["val_acc"], "test_loss": last["val_loss"],
                "best_val_acc": max(r["val_acc"] for r in rows),
                "wall_seconds": sum(r["epoch_seconds"] for r in rows),
-               "device": f"cpu ({cpu()}, {a.threads} threads)", "reference": dict(cfg.reference),
+               "device": f"cpu ({cpu_name()}, {a.threads} threads)", "reference": dict(cfg.reference),
                "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
                             "python": platform.python_version()},
                "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
@@ -193,9 +177,9 @@ def main(argv=None) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plots.curves(rows, out / "curves.png", title=f"Keras {keras.__version__}: {a.preset}, {epochs} epochs")
     if a.against:
-        theirs = read_rows(Path(a.against) / "metrics.csv")
-        if not theirs:
+        if not (Path(a.against) / "metrics.csv").is_file():
             sys.exit(f"--against {a.against}: no metrics.csv there")
+        theirs = read_metrics(a.against)
         plots.overlay({f"Keras {keras.__version__}": rows, "cifarlab": theirs}, out / "against.png",
                       title=f"{a.preset}: test accuracy per epoch")
     print(f"{out}: test_acc {last['val_acc']:.4f} after {epochs} epochs "

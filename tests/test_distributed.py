@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from cifarlab.config import apply_overrides, load_preset
-from cifarlab.train import read_metrics, train
+from cifarlab.runfolder import read_metrics
+from cifarlab.train import train
 from netns import loopback_only, require_loopback_namespace
 
 RUN = ["subset=1000", "val_split=190", "epochs=2", "seed=1", "batch_size=63", "threads=1",

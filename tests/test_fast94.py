@@ -187,7 +187,7 @@ def test_interrupted_fast94_resumes_exactly(tmp_path):
         train(cfg, tmp_path / "cut", progress=False, log=stop_at_epoch_two)
     again = train(None, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
     assert again["val_acc_final"] == ref["val_acc_final"]
-    from cifarlab.train import read_metrics
+    from cifarlab.runfolder import read_metrics
     # the checkpoint keeps the weights that were evaluated (Lookahead's slow ones), for predict/export
     from cifarlab.checkpoint import load, model_from_checkpoint
     from cifarlab.train import prepare_data

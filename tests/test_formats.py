@@ -16,7 +16,8 @@ import torch
 from cifarlab import checkpoint
 from cifarlab.config import from_dict
 from cifarlab.runfolder import FORMAT_VERSION, RunFolderError
-from cifarlab.train import read_metrics, train
+from cifarlab.runfolder import read_metrics
+from cifarlab.train import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_v0_interrupted"
 VALUES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]

@@ -108,6 +108,16 @@ def test_import_cifarlab_loads_nothing_heavy():
     assert out.strip() == "[]"
 
 
+def test_what_a_process_without_torch_reads_loads_no_torch():
+    """The Keras reference (benchmarks/keras_reference.py) must not load torch beside
+    TensorFlow; it names its CPU and reads run folders with these modules."""
+    code = ("import sys\nfrom cifarlab import config, data, machine, plots, runfolder\n"
+            "assert 'family' in machine.cpu_name()\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_a_reader_that_stops_reading_is_no_error():
     # `cifarlab presets | head -1`: the pipe closes before the command writes
     p = subprocess.Popen([sys.executable, "-m", "cifarlab", "presets"], stdout=subprocess.PIPE,

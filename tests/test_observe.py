@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cifarlab.progress import Progress
-from cifarlab.train import COLUMNS, read_metrics
+from cifarlab.runfolder import read_metrics
+from cifarlab.train import COLUMNS
 
 TINY = ["--preset", "vgg3", "subset=500", "val_split=100", "threads=1", "eval_batch_size=500"]
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from cifarlab.config import apply_overrides, load_preset
-from cifarlab.train import COLUMNS, read_metrics, train
+from cifarlab.runfolder import read_metrics
+from cifarlab.train import COLUMNS, train
 
 SMALL = ["subset=2000", "val_split=500", "epochs=5", "lr=0.01", "eval_batch_size=500"]
 VALUES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]  # everything but timings

@@ -16,6 +16,7 @@ is version 0 and read as before.
 """
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import os
@@ -153,3 +154,9 @@ def describe(diff: list[str], a: dict, b: dict, a_name: str, b_name: str, limit:
     if len(diff) > limit:
         parts.append(f"and {len(diff) - limit} more ({', '.join(diff[limit:])})")
     return "; ".join(parts)
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """metrics.csv of a run folder, a dict per epoch (epoch an int, the rest floats)."""
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]

@@ -36,6 +36,7 @@ from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import load_cifar10, stratified_split, subset_indices
 from .errors import CifarlabError
 from .files import WriteError, sweep
+from .machine import cpu_flags, cpu_name
 from .models import Model, build_model, count_parameters
 from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
 from .progress import Progress
@@ -70,12 +71,7 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def amp_dtype(cfg: Config, device: torch.device):
@@ -199,24 +195,6 @@ def code_version() -> dict:
     return out
 
 
-def cpu_name() -> str:
-    """The CPU by name, family and model, and its widest vector unit (speeds differ up to 2x
-    between CPU generations, so every figure carries this)."""
-    name, family, model, flags = platform.processor() or platform.machine(), "?", "?", ""
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        name, family, model = fields.get("model name", name), fields.get("cpu family", "?"), fields.get("model", "?")
-        flags = fields.get("flags", "")
-    except OSError:
-        pass
-    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
-    if "avx512_bf16" in flags:
-        isa += "+bf16"
-    return f"{name} (family {family} model {model}, {isa})"
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -230,11 +208,6 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     for r in rows:
         w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
     checkpoint.atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    with open(Path(run_dir) / "metrics.csv") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _header(log) -> None:

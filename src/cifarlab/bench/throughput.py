@@ -37,9 +37,10 @@ import torch
 from torch import nn
 
 from ..config import apply_overrides, load_preset
-from ..runfolder import command_words, read_summary
-from ..train import (build_training, evaluate, make_batch, native_bf16, pick_device, prepare_data, read_metrics,
-                    setup_threads, train_step)
+from ..machine import cpu_name
+from ..runfolder import command_words, read_metrics, read_summary
+from ..train import (build_training, evaluate, make_batch, native_bf16, pick_device, prepare_data, setup_threads,
+                    train_step)
 
 VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
 COMBINED = ["batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]", "augment=shift_flip"]  # the study's combined
@@ -119,7 +120,6 @@ def _sync(device):
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    from ..train import cpu_name
     return f"{cpu_name()}, {torch.get_num_threads()} threads of {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 

@@ -103,7 +103,7 @@ def arithmetic(summary: dict, config: dict) -> str:
 def load_run(run_dir: Path) -> dict | str:
     """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
     from ..runfolder import read_summary
-    from ..train import read_metrics
+    from ..runfolder import read_metrics
     if not (run_dir / "summary.json").is_file():
         return ""
     s = read_summary(run_dir)

@@ -126,7 +126,8 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
 
     from .cluster import task_setup
     task_setup()  # before train's imports
-    from ..train import read_metrics, train
+    from ..runfolder import read_metrics
+    from ..train import train
     cfg = from_dict(decode(config, encoded), from_dict(base))
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     resume = False

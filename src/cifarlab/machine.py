@@ -1,0 +1,38 @@
+"""The CPU a figure was measured on, read without torch.
+
+Speeds differ up to 2x between CPU generations, so every recorded run and benchmark
+names its CPU by name, family and model, and its widest vector unit. This module
+imports nothing heavy: a process that must not load torch (the Keras reference) names
+its CPU the same way a cifarlab run does.
+"""
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+
+@lru_cache(maxsize=1)
+def cpu_fields() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo ({} where there is none)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in fields.items()}
+
+
+def cpu_flags() -> set[str]:
+    return set(cpu_fields().get("flags", "").split())
+
+
+def cpu_name() -> str:
+    """"NAME (family F model M, ISA)": ISA is avx512, avx2 or ?, with +bf16 where the CPU
+    has AVX-512 BF16 instructions."""
+    fields, flags = cpu_fields(), cpu_flags()
+    name = fields.get("model name", platform.processor() or platform.machine())
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
+    if "avx512_bf16" in flags:
+        isa += "+bf16"
+    return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {isa})"

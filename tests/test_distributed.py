@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cifarlab.config import apply_overrides, load_preset
@@ -56,6 +57,10 @@ def assert_agree(a_dir, b_dir):
     assert sa["test_loss"] == pytest.approx(sb["test_loss"], abs=1e-3)
     assert abs(sa["test_acc"] - sb["test_acc"]) <= 0.01
     assert sa["steps_per_epoch"] == sb["steps_per_epoch"] == 13
+    # the test set's confusion matrix, gathered over both processes' shares: every image once
+    for s in (sa, sb):
+        m = np.array(s["test_confusion"]["matrix"])
+        assert m.sum() == 10_000 and (m.sum(1) == 1000).all() and np.trace(m) / 10_000 == pytest.approx(s["test_acc"])
 
 
 def files(run_dir) -> list[str]:

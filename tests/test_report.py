@@ -109,6 +109,14 @@ def test_figures_are_embedded_and_the_best_run_is_measured(report):
     assert m.sum() == 10_000 and (m.sum(1) == 1000).all()  # CIFAR-10's test set: 1,000 per class
     assert np.trace(m) / 10_000 == pytest.approx(runs[top]["test_acc"], abs=3e-4)  # its own summary
     assert best["per_class"]["cat"] == pytest.approx(m[3, 3] / 1000)
+    # as the run's summary.json recorded it at the end of training, and measured again from its checkpoint
+    from cifarlab.study.report import best_run_analysis, load_run
+    run = load_run(report["dir"] / "runs" / top)
+    assert best["source"] == "summary.json" and best["matrix"] == run["summary"]["test_confusion"]["matrix"]
+    del run["summary"]["test_confusion"]
+    again = best_run_analysis(run)
+    assert again["source"] == "checkpoint.pt" and np.array(again["matrix"]).sum() == 10_000
+    assert np.abs(np.array(again["matrix"]) - m).sum() <= 6  # the same network; summation order aside
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -227,6 +235,10 @@ def test_records_are_copied_without_checkpoints(report, tmp_path):
 def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report, tmp_path):
     study = tmp_path / "s"
     shutil.copytree(report["dir"], study)
+    for f in study.glob("runs/*/seed*/summary.json"):  # runs trained before summaries kept the matrix
+        s = json.loads(f.read_text())
+        del s["test_confusion"]
+        f.write_text(json.dumps(s))
     bad = tmp_path / "cifar-10-binary.tar.gz"
     bad.write_bytes(b"not the archive")
     p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--data", str(bad)],

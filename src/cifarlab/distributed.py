@@ -32,8 +32,11 @@ import atexit
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
+
+from .metrics import confusion_matrix
 
 
 class _Share:
@@ -129,15 +132,23 @@ class Context:
             for b in model.buffers():
                 dist.broadcast(b, 0)
 
-    def evaluate(self, evaluate, model, x, y, *args, **kw) -> dict:
-        """`evaluate` over (x, y), each rank on its share; loss and accuracy of the whole set."""
+    def evaluate(self, evaluate, model, x, y, *args, confusion: bool = False, **kw) -> dict:
+        """`evaluate` over (x, y), each rank on its share; loss and accuracy of the whole set,
+        and with `confusion` its confusion matrix (true class by row, predicted by column)."""
         if not self.active:
-            return evaluate(model, x, y, *args, **kw)
+            out = evaluate(model, x, y, *args, **kw)
+            if confusion:
+                out["confusion"] = confusion_matrix(y, out["logits"].argmax(1))
+            return out
         self.sync_buffers(model)
         xs, ys = x[self.rank::self.world], y[self.rank::self.world]
         part = evaluate(model, xs, ys, *args, **kw) if len(ys) else {"loss": 0.0, "acc": 0.0}
         loss, correct, n = self.sum(part["loss"] * len(ys), part["acc"] * len(ys), len(ys))
-        return {"loss": loss / n, "acc": correct / n}
+        out = {"loss": loss / n, "acc": correct / n}
+        if confusion:
+            mine = confusion_matrix(ys, part["logits"].argmax(1) if len(ys) else ys)
+            out["confusion"] = np.rint(np.array(self.sum(*mine.ravel()))).astype(np.int64).reshape(mine.shape)
+        return out
 
     def barrier(self) -> None:
         if self.active:

@@ -33,7 +33,7 @@ import yaml
 from . import __version__, checkpoint, distributed, runfolder, runtime, tensorboard
 from .augment import alternating_flip_mask, augment_batch, normalize, tta_logits
 from .config import Config, ConfigError, differences, from_dict, to_dict
-from .data import load_cifar10, stratified_split, subset_indices
+from .data import CLASSES, load_cifar10, stratified_split, subset_indices
 from .errors import CifarlabError
 from .files import WriteError, sweep
 from .machine import cpu_flags, cpu_name
@@ -581,10 +581,11 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[_Totals, float]:
     return totals, lr
 
 
-def evaluate_on(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0) -> dict:
-    """Loss and accuracy of the run's network on (x, y), over every process's share."""
+def evaluate_on(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0, confusion: bool = False) -> dict:
+    """Loss and accuracy of the run's network on (x, y), over every process's share (and,
+    with `confusion`, the confusion matrix)."""
     return run.ddp.evaluate(evaluate, run.model, x, y, run.data.mean, run.data.std, run.cfg.eval_batch_size,
-                            run.cfg.channels_last, run.amp, tta)
+                            run.cfg.channels_last, run.amp, tta, confusion=confusion)
 
 
 def run_epoch(run: Run, epoch: int) -> dict:
@@ -630,7 +631,8 @@ def finish_run(run: Run, command) -> dict:
     if not run.data.val_is_test and (cfg.tta or run.lookahead is not None):
         # the held-out score of exactly what is tested: the number to choose settings by
         final["val_acc_final"] = evaluate_on(run, run.data.x_val, run.data.y_val, cfg.tta)["acc"]
-    test = evaluate_on(run, run.data.x_test, run.data.y_test, cfg.tta) if cfg.test else {"acc": None, "loss": None}
+    test = (evaluate_on(run, run.data.x_test, run.data.y_test, cfg.tta, confusion=True) if cfg.test
+            else {"acc": None, "loss": None})
     summary = _summary(run, test, final, command)
     if ddp.is_main:
         checkpoint.atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
@@ -661,6 +663,8 @@ def _summary(run: Run, test: dict, final: dict, command) -> dict:
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},
     }
+    if test.get("confusion") is not None:  # the report's per-class figures, without the checkpoint
+        summary["test_confusion"] = {"classes": list(CLASSES), "matrix": test["confusion"].tolist()}
     if run.ddp.active:
         summary["processes"] = run.ddp.world
     return summary

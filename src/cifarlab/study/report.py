@@ -100,10 +100,10 @@ def arithmetic(summary: dict, config: dict) -> str:
         return "fp32"
     return {"fp16": "fp16", "bf16": "bf16", "native": "bf16", "auto": "bf16"}.get(amp, "?")
 
+
 def load_run(run_dir: Path) -> dict | str:
     """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
-    from ..runfolder import read_summary
-    from ..runfolder import read_metrics
+    from ..runfolder import read_metrics, read_summary
     if not (run_dir / "summary.json").is_file():
         return ""
     s = read_summary(run_dir)
@@ -238,11 +238,18 @@ def mean_history(rs: list[dict]) -> list[dict]:
 
 
 def best_run_analysis(run: dict, data_path=None) -> dict:
-    """Per-class accuracy and the confusion matrix of one run, from its checkpoint on the test set."""
+    """Per-class accuracy and the confusion matrix of one run on the test set: as its
+    summary.json records them (runs trained since it does), else measured from its checkpoint."""
+    from ..metrics import per_class_accuracy
+    kept = run["summary"].get("test_confusion")
+    if kept:
+        return {"run": str(run["dir"]), "test_acc": run["summary"]["test_acc"], "matrix": kept["matrix"],
+                "per_class": per_class_accuracy(kept["matrix"], kept["classes"]), "classes": kept["classes"],
+                "source": "summary.json"}
     import torch
     from ..checkpoint import load, model_from_checkpoint
     from ..data import CLASSES, load_cifar10
-    from ..metrics import confusion_matrix, per_class_accuracy
+    from ..metrics import confusion_matrix
     from ..train import evaluate
     state = load(run["dir"] / "checkpoint.pt")
     model = model_from_checkpoint(state)
@@ -255,7 +262,7 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl)
     m = confusion_matrix(ds.y_test, ev["logits"].argmax(1))
     return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(),
-            "per_class": per_class_accuracy(m), "classes": list(CLASSES)}
+            "per_class": per_class_accuracy(m), "classes": list(CLASSES), "source": "checkpoint.pt"}
 
 
 # --- the report ----------------------------------------------------------------------

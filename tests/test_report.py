@@ -355,3 +355,46 @@ def test_a_row_whose_seeds_ran_on_different_devices_names_each(tmp_path):
     assert row["device"] == f"{devices[0]} (seed 0); {devices[1]} (seed 1)"
     line = next(x for x in readme.read_text().splitlines() if x.startswith("| vgg3 |"))
     assert "model 85" in line and "(seed 0)" in line and "model 207" in line and "(seed 1)" in line, line
+
+
+def test_findings_explain_a_row_beyond_noise_in_the_report_and_travel_with_the_records(tmp_path):
+    """The repo's weight_decay and vgg3 records (both beyond the limit) with a findings.yaml
+    on weight_decay: its checks read "finding below" and the text is in report.md
+    and report.html; vgg3's still read "investigate"; the file goes into the records. An
+    unknown experiment in the file is one line that lists the valid names."""
+    from pathlib import Path
+    records = Path(__file__).resolve().parents[1] / "results" / "protocol"
+    study = tmp_path / "s"
+    for run in ("vgg3/seed0", "vgg3/seed1", "weight_decay/seed0"):
+        shutil.copytree(records / "runs" / run, study / "runs" / run)
+    shutil.copy(records / "study.json", study / "study.json")
+    (study / "findings.yaml").write_text(
+        "weight_decay: |\n  The step is Keras's: see `benchmarks/keras_parity.py` and\n"
+        "  [the tables](results/keras_parity/README.md).\n\n  A second paragraph <with markup>.\n")
+    out = tmp_path / "records"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--records", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((study / "report.json").read_text())
+    assert {c["experiment"] for c in rep["fidelity"] if c["beyond"]} == {"vgg3", "weight_decay"}
+    from cifarlab.study.report import fidelity_table
+    verdicts = {(row[0], row[1]): row[-1] for row in fidelity_table(rep)[1]}
+    assert verdicts["weight_decay", "seed report"] == verdicts["weight_decay", "article"] == \
+        "BEYOND NOISE: finding below"
+    assert verdicts["vgg3", "seed report"] == verdicts["vgg3", "article"] == "BEYOND NOISE: investigate"
+    md = (study / "report.md").read_text()
+    assert "2 of them with a finding below, 2 without one yet" in md
+    assert "### What the investigation found\n\n**weight_decay.** The step is Keras's: see " \
+           "`benchmarks/keras_parity.py`" in md
+    page = (study / "report.html").read_text()
+    assert ("<p><b>weight_decay.</b> The step is Keras&#x27;s: see <code>benchmarks/keras_parity.py</code> and\n"
+            '<a href="results/keras_parity/README.md">the tables</a>.</p><p>A second paragraph '
+            "&lt;with markup&gt;.</p>") in page
+    assert (out / "findings.yaml").read_text() == (study / "findings.yaml").read_text()
+
+    (study / "findings.yaml").write_text("weight_decy: |\n  a typo\n")
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study)], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"{study / 'findings.yaml'}: unknown experiment(s) weight_decy; valid: " in p.stderr
+    assert "weight_decay" in p.stderr and "Traceback" not in p.stderr

@@ -180,6 +180,36 @@ def fidelity(rows: list[dict]) -> list[dict]:
     return out
 
 
+FINDINGS = "findings.yaml"
+
+
+def read_findings(study_dir) -> dict[str, str]:
+    """STUDY_DIR/findings.yaml: what the investigation of a row found, in words, by experiment
+    ({} without the file). The report prints each beside the fidelity checks, and a row beyond
+    noise that has one reads "finding below" instead of "investigate" (a finding says what is known,
+    which may be that the question is still open)."""
+    from ..config import preset_names
+    from ..errors import CifarlabError
+    path = Path(study_dir) / FINDINGS
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CifarlabError(f"{path} is not valid YAML: {e}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise CifarlabError(f"{path} must map experiment names to text (experiment: |, then the text)")
+    valid = preset_names()
+    unknown = sorted(str(k) for k in data if k not in valid)
+    if unknown:
+        raise CifarlabError(f"{path}: unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    bad = sorted(k for k, v in data.items() if not isinstance(v, str) or not v.strip())
+    if bad:
+        raise CifarlabError(f"{path}: the finding of {', '.join(bad)} must be text (experiment: |, then the text)")
+    return {k: data[k].strip() for k in study_order(data)}
+
+
 def welch(a: list[float], b: list[float]) -> dict:
     """Welch's t-test of mean(a) - mean(b), and the difference's 95% confidence interval."""
     from scipy import stats
@@ -281,7 +311,7 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     out = {"study_dir": str(study_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
            "meta": meta, "rows": [rows[n] for n in names], "unfinished": unfinished,
            "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None,
-           "fidelity": fidelity([rows[n] for n in names])}
+           "fidelity": fidelity([rows[n] for n in names]), "findings": read_findings(study_dir)}
     if not figures or not names:
         return out
     fig_dir = study_dir / "report_files"
@@ -413,9 +443,15 @@ def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
 def fidelity_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     head = ["experiment", "published by", "published %", "ours %", "n", "diff", "limit", "verdict"]
     body = [[c["experiment"], c["source"], _f(c["published"]), _f(c["ours"]), str(c["n"]),
-             _f(c["diff"], signed=True), f"±{c['limit']:.2f}", "BEYOND NOISE: investigate" if c["beyond"]
-             else "within"] for c in rep.get("fidelity", [])]
+             _f(c["diff"], signed=True), f"±{c['limit']:.2f}", _verdict(c, rep.get("findings") or {})]
+            for c in rep.get("fidelity", [])]
     return head, body
+
+
+def _verdict(check: dict, findings: dict) -> str:
+    if not check["beyond"]:
+        return "within"
+    return "BEYOND NOISE: finding below" if check["experiment"] in findings else "BEYOND NOISE: investigate"
 
 
 def fidelity_summary(rep: dict) -> str:
@@ -426,8 +462,12 @@ def fidelity_summary(rep: dict) -> str:
     rows = len({c["experiment"] for c in checks})
     if not beyond:
         return f"All {len(checks)} checks of the {rows} comparable row(s) are within the limit."
+    found = rep.get("findings") or {}
+    open_ = [c for c in beyond if c["experiment"] not in found]
     return (f"{len(beyond)} of {len(checks)} checks are beyond the limit: "
-            + ", ".join(f"{c['experiment']} against the {c['source']} ({c['diff']:+.2f})" for c in beyond) + ".")
+            + ", ".join(f"{c['experiment']} against the {c['source']} ({c['diff']:+.2f})" for c in beyond) + ". "
+            + (f"{len(beyond) - len(open_)} of them with a finding below, {len(open_)} without one yet."
+               if found else "None has a finding yet: each is under investigation."))
 
 
 def _duration(s: float) -> str:
@@ -477,6 +517,10 @@ def render_md(rep: dict) -> str:
     md += ["## Against the published figures", "", RULE, "", f"**{fidelity_summary(rep)}**", ""]
     if rep.get("fidelity"):
         md += [table(*fidelity_table(rep)), ""]
+    if rep.get("findings"):
+        md += ["### What the investigation found", ""]
+        for name, text in rep["findings"].items():
+            md += [f"**{name}.** {text}", ""]
     md += ["## Experiments and the choices where the sources were silent", "",
            table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]]), ""]
     md += ["## Is the difference more than run-to-run noise?", ""]
@@ -542,6 +586,20 @@ def html_table(head: list[str], body: list[list[str]], text_cols=(), cls: str = 
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _inline_html(text: str) -> str:
+    """Markdown's `code` and [text](address) spans of a finding, the rest escaped."""
+    import re
+    out = []
+    for part in re.split(r"(`[^`]+`|\[[^\]]+\]\([^)\s]+\))", text):
+        if part.startswith("`") and part.endswith("`") and len(part) > 1:
+            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+        elif m := re.fullmatch(r"\[([^\]]+)\]\(([^)\s]+)\)", part):
+            out.append(f'<a href="{html.escape(m[2])}">{html.escape(m[1])}</a>')
+        else:
+            out.append(html.escape(part))
+    return "".join(out)
+
+
 def render_html(rep: dict, study_dir: Path) -> str:
     e = html.escape
     fig_dir = Path(study_dir) / "report_files"
@@ -565,6 +623,12 @@ def render_html(rep: dict, study_dir: Path) -> str:
     parts.append(f"<h2>Against the published figures</h2><p>{e(RULE)}</p><p><b>{e(fidelity_summary(rep))}</b></p>")
     if rep.get("fidelity"):
         parts.append(table(*fidelity_table(rep), text_cols=(0, 1, 7), cls="fidelity"))
+    if rep.get("findings"):
+        parts.append("<h3>What the investigation found</h3>")
+        for name, text in rep["findings"].items():
+            paras = [p for p in text.split("\n\n") if p.strip()]
+            parts.append("".join(f"<p>{'<b>' + e(name) + '.</b> ' if i == 0 else ''}{_inline_html(p)}</p>"
+                                 for i, p in enumerate(paras)))
     parts.append("<h2>Experiments and the choices where the sources were silent</h2>")
     parts.append(table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]],
                        text_cols=(1,), cls="presets"))
@@ -713,7 +777,7 @@ def check_readme(readme) -> None:
 
 
 # What a study's records are: everything needed to read and re-run it, no checkpoint.
-RECORD_FILES = ("study.json", "report.md", "report.html", "report.json", "report_files/*.png",
+RECORD_FILES = ("study.json", FINDINGS, "report.md", "report.html", "report.json", "report_files/*.png",
                 "runs/*/seed*/config.yaml", "runs/*/seed*/metrics.csv", "runs/*/seed*/summary.json",
                 "runs/*/seed*/curves.png", "runs/*/seed*/train.log")
 

@@ -86,6 +86,30 @@ def test_each_group_is_tested_against_the_first(comparison, small_study):
     assert f"{p:.3g}" in comparison["md"] and "Welch" in comparison["html"]
 
 
+def test_a_margin_of_equivalence_calls_each_group_equivalent_or_not(comparison, tmp_path):
+    """--within POINTS: a group is equivalent to the first when the 95% interval of its difference
+    lies inside ±POINTS; the margin is set just outside and just inside the widest end of the
+    dropout group's real interval, so the verdict turns on the interval alone."""
+    d = comparison["dirs"]
+    runs = [*d[0:2], *d[2:4]]
+    lo, hi = next(c for c in comparison["json"]["comparisons"] if c["a"] == "dropout")["ci"]
+    edge = max(abs(lo), abs(hi))
+    for margin, equivalent in ((edge * 1.01, True), (edge * 0.99, False)):
+        out = tmp_path / f"m{margin:.4f}"
+        p = subprocess.run([sys.executable, "-m", "cifarlab", "compare", *map(str, runs), "--out", str(out),
+                            "--within", f"{margin:.6f}"], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        c = json.loads((out / "compare.json").read_text())["comparisons"][0]
+        assert c["equivalent"] is equivalent and c["within"] == pytest.approx(margin)
+        said = "equivalent: the interval lies inside" if equivalent else "not shown equivalent: the interval reaches"
+        assert said in p.stdout and said in (out / "compare.md").read_text(), p.stdout
+        if not equivalent:
+            assert f"reaches {lo if abs(lo) > abs(hi) else hi:+.2f}, beyond ±" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "compare", *map(str, runs), "--out", str(tmp_path / "x"),
+                        "--within", "0"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "--within 0: the margin must be a positive number" in p.stderr, p.stderr
+
+
 def test_one_page_with_its_figures(comparison):
     html = comparison["html"]
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)

@@ -78,8 +78,12 @@ def _against(g: dict, first: dict) -> str:
     return ", ".join(diff) or "the same settings"
 
 
-def collect(run_dirs, out_dir, figures: bool = True) -> dict:
-    """Every number of the comparison; figures drawn into OUT_DIR/compare_files/ when asked."""
+def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None) -> dict:
+    """Every number of the comparison; figures drawn into OUT_DIR/compare_files/ when asked.
+
+    `within` (points): a margin of equivalence. A group whose 95% interval of the difference
+    to the first group lies inside ±within is equivalent to it for that purpose (the rule by
+    which bf16 may stand in for fp32 in the study: ±1 point on the baseline's seeds)."""
     from .. import plots
     groups, skipped = group_runs(run_dirs)
     if not groups:
@@ -101,10 +105,14 @@ def collect(run_dirs, out_dir, figures: bool = True) -> dict:
                       "n_a": r["n"], "n_b": first["n"], **w, "distinguishable": w["p"] < 0.05,
                       "same_epochs": r["epochs"] == first["epochs"],
                       "comparable": r["comparable"] and first["comparable"]})
+        if within is not None:
+            comps[-1]["within"] = within
+            comps[-1]["equivalent"] = -within <= w["ci"][0] and w["ci"][1] <= within
     shared = {k: v for k, v in groups[0]["settings"].items()
               if all(_value(g["settings"][k]) == _value(v) for g in groups)}
     out = {"out_dir": str(out_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-           "rows": rows, "shared": shared, "skipped": skipped, "comparisons": comps, "figures": {}}
+           "rows": rows, "shared": shared, "skipped": skipped, "comparisons": comps, "figures": {},
+           "within": within}
     if not figures:
         return out
     fig_dir = Path(out_dir) / "compare_files"
@@ -134,7 +142,19 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     head, body = report.stats_table(rep)
-    return ["settings of A (vs B)" if h == "claim" else h for h in head], body
+    head = ["settings of A (vs B)" if h == "claim" else h for h in head]
+    if rep.get("within") is not None:
+        head.append(f"within ±{rep['within']:g}")
+        body = [row + [_equivalence(c)] for row, c in zip(body, rep["comparisons"])]
+    return head, body
+
+
+def _equivalence(c: dict) -> str:
+    lo, hi, m = c["ci"][0], c["ci"][1], c["within"]
+    if c["equivalent"]:
+        return f"equivalent: the interval lies inside ±{m:g}"
+    far = lo if abs(lo) > abs(hi) else hi  # the end farthest beyond the margin
+    return f"not shown equivalent: the interval reaches {far:+.2f}, beyond ±{m:g}"
 
 
 def groups_table(rep: dict) -> tuple[list[str], list[list[str]]]:
@@ -202,7 +222,7 @@ def render_html(rep: dict, out_dir) -> str:
     if rep["comparisons"]:
         parts.append("<p>Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
                      "accuracy to the first group (percentage points). Groups need at least two seeds each.</p>")
-        parts.append(t(*stats_table(rep), text_cols=(0, 1, 2, 7), cls="stats"))
+        parts.append(t(*stats_table(rep), text_cols=(0, 1, 2, 7, 8), cls="stats"))
     else:
         parts.append("<p>No group has two or more seeds beside a first group that has them; train more seeds "
                      "to test the differences.</p>")
@@ -218,11 +238,11 @@ def render_html(rep: dict, out_dir) -> str:
             f"<style>{report.CSS}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write_compare(run_dirs, out_dir) -> dict:
+def write_compare(run_dirs, out_dir, within: float | None = None) -> dict:
     from ..checkpoint import atomic_write_text
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep = collect(run_dirs, out_dir)
+    rep = collect(run_dirs, out_dir, within=within)
     atomic_write_text(out_dir / "compare.md", render_md(rep))
     atomic_write_text(out_dir / "compare.html", render_html(rep, out_dir))
     atomic_write_text(out_dir / "compare.json", json.dumps(rep, indent=2, default=str))
@@ -242,6 +262,6 @@ def format_table(rep: dict) -> list[str]:
 
 
 def _short_stats(rep: dict) -> tuple[list[str], list[list[str]]]:
-    head, body = report.stats_table(rep)
-    keep = [i for i, h in enumerate(head) if h != "claim"]
+    head, body = stats_table(rep)
+    keep = [i for i, h in enumerate(head) if h != "settings of A (vs B)"]
     return [head[i] for i in keep], [[row[i] for i in keep] for row in body]

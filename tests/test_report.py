@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,16 +260,30 @@ def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report,
         render_html(rep, study)
 
 
+RECORDS = Path(__file__).resolve().parents[1] / "results" / "protocol"
+
+
+def _study_from_records(tmp_path, *runs: str) -> Path:
+    """A study folder made of the repo's own records of full-length runs ("vgg3/seed0", ...)."""
+    study = tmp_path / "s"
+    for run in runs:
+        shutil.copytree(RECORDS / "runs" / run, study / "runs" / run)
+    shutil.copy(RECORDS / "study.json", study / "study.json")
+    return study
+
+
+def _empty_readme(tmp_path) -> Path:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
+                      "<!-- results: end -->\n")
+    return readme
+
+
 def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     """The repo's own records of full-length runs (real summaries and curves), with two accuracies moved:
     dropout 3 points down, and a second vgg3 seed 0.2 points from the first (a small spread: the limit
     becomes twice the standard deviation)."""
-    from pathlib import Path
-    records = Path(__file__).resolve().parents[1] / "results" / "protocol"
-    study = tmp_path / "s"
-    for run in ("vgg1/seed0", "vgg3/seed0", "dropout/seed0"):
-        shutil.copytree(records / "runs" / run, study / "runs" / run)
-    shutil.copy(records / "study.json", study / "study.json")
+    study = _study_from_records(tmp_path, "vgg1/seed0", "vgg3/seed0", "dropout/seed0")
 
     def move(run, to=None, **change):
         src = study / "runs" / run
@@ -290,9 +305,7 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     shutil.copytree(study / "runs/vgg1/seed0", partial)
     (partial / "summary.json").unlink()
     (partial / "metrics.csv").write_text("\n".join((partial / "metrics.csv").read_text().splitlines()[:8]) + "\n")
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
-                      "<!-- results: end -->\n")
+    readme = _empty_readme(tmp_path)
     p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--readme", str(readme)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -336,18 +349,11 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
 def test_a_row_whose_seeds_ran_on_different_devices_names_each(tmp_path):
     """The repo's vgg3 records: seed 0 trained on one CPU, seed 1 on another. The row's
     device names both, each with its seed, in report.json and in the README table."""
-    from pathlib import Path
-    records = Path(__file__).resolve().parents[1] / "results" / "protocol"
-    study = tmp_path / "s"
-    for run in ("vgg3/seed0", "vgg3/seed1"):
-        shutil.copytree(records / "runs" / run, study / "runs" / run)
-    shutil.copy(records / "study.json", study / "study.json")
+    study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1")
     devices = [json.loads((study / "runs" / "vgg3" / f"seed{k}" / "summary.json").read_text())["device"]
                for k in (0, 1)]
     assert devices[0] != devices[1], "the records no longer hold two devices; this test needs them"
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
-                      "<!-- results: end -->\n")
+    readme = _empty_readme(tmp_path)
     p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--readme", str(readme)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -362,12 +368,7 @@ def test_findings_explain_a_row_beyond_noise_in_the_report_and_travel_with_the_r
     on weight_decay: its checks read "finding below" and the text is in report.md
     and report.html; vgg3's still read "investigate"; the file goes into the records. An
     unknown experiment in the file is one line that lists the valid names."""
-    from pathlib import Path
-    records = Path(__file__).resolve().parents[1] / "results" / "protocol"
-    study = tmp_path / "s"
-    for run in ("vgg3/seed0", "vgg3/seed1", "weight_decay/seed0"):
-        shutil.copytree(records / "runs" / run, study / "runs" / run)
-    shutil.copy(records / "study.json", study / "study.json")
+    study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "weight_decay/seed0")
     (study / "findings.yaml").write_text(
         "weight_decay: |\n  The step is Keras's: see `benchmarks/keras_parity.py` and\n"
         "  [the tables](results/keras_parity/README.md).\n\n  A second paragraph <with markup>.\n")

@@ -260,6 +260,49 @@ def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report,
         render_html(rep, study)
 
 
+def test_better_runs_that_cannot_be_analysed_are_passed_over_and_named(report, tmp_path):
+    """Records copied without checkpoints (as the repo keeps them) from before summaries kept the
+    matrix: the best run that can still be analysed is, and the report names those passed over."""
+    study = tmp_path / "s"
+    shutil.copytree(report["dir"], study)
+    rows = [r["experiment"] for r in report["json"]["rows"]]
+    runs = [f"{p}/seed{s['seed']}" for p in rows for s in summaries(study, p)]  # the report's own order
+    acc = {r: json.loads((study / "runs" / r / "summary.json").read_text())["test_acc"] for r in runs}
+    first, second, third = sorted(runs, key=lambda r: -acc[r])[:3]
+    for r in (first, second):  # trained before summary.json kept the matrix
+        f = study / "runs" / r / "summary.json"
+        s = json.loads(f.read_text())
+        del s["test_confusion"]
+        f.write_text(json.dumps(s))
+    (study / "runs" / first / "checkpoint.pt").unlink()  # and the best kept no checkpoint either
+
+    # no test set: the second can't be measured from its checkpoint; the third kept its matrix
+    bad = tmp_path / "cifar-10-binary.tar.gz"
+    bad.write_bytes(b"not the archive")
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--data", str(bad)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((study / "report.json").read_text())
+    b = rep["best"]
+    assert (b["name"], b["source"], b["rank"], b["runs"]) == (third, "summary.json", 3, len(runs))
+    assert [x["name"] for x in b["passed_over"]] == [first, second]
+    assert "no checkpoint at" in b["passed_over"][0]["error"] and "archive corrupt" in b["passed_over"][1]["error"]
+    md, html = (study / "report.md").read_text(), (study / "report.html").read_text()
+    title = f"Best run analysed: {third} ({100 * acc[third]:.2f}%†), number 3 of {len(runs)} runs by test accuracy"
+    assert f"## {title}" in md and f"<h2>{title}</h2>" in html
+    said = f"{first} ({100 * acc[first]:.2f}%: no checkpoint at"
+    assert said in md and said in html and f"{second} ({100 * acc[second]:.2f}%: " in md
+    assert "Best run not analysed" not in md  # the reasons are in the line above, not repeated
+    assert (study / "report_files" / "best-confusion.png").is_file()
+
+    # with the test set the second is measured from its checkpoint; only the first is passed over
+    from cifarlab.study.report import collect
+    b = collect(study)["best"]
+    assert (b["name"], b["source"], b["rank"]) == (second, "checkpoint.pt", 2)
+    assert [x["name"] for x in b["passed_over"]] == [first]
+    assert np.trace(b["matrix"]) / 10_000 == pytest.approx(acc[second], abs=3e-4)
+
+
 RECORDS = Path(__file__).resolve().parents[1] / "results" / "protocol"
 
 

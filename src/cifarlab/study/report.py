@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from ..config import STUDY_ORDER, study_order
+from ..errors import CifarlabError
 from .jobs import epochs_done, preset_seeds
 
 # The study's claims, as (experiment, compared with, what the seed report said).
@@ -189,7 +190,6 @@ def read_findings(study_dir) -> dict[str, str]:
     noise that has one reads "finding below" instead of "investigate" (a finding says what is known,
     which may be that the question is still open)."""
     from ..config import preset_names
-    from ..errors import CifarlabError
     path = Path(study_dir) / FINDINGS
     if not path.is_file():
         return {}
@@ -267,6 +267,14 @@ def mean_history(rs: list[dict]) -> list[dict]:
             for i in range(n)]
 
 
+class TestSetUnavailable(CifarlabError):
+    """The test set could not be loaded: no run can be measured from its checkpoint."""
+
+
+def _run_name(run: dict) -> str:
+    return f"{run['dir'].parent.name}/{run['dir'].name}"
+
+
 def best_run_analysis(run: dict, data_path=None) -> dict:
     """Per-class accuracy and the confusion matrix of one run on the test set: as its
     summary.json records them (runs trained since it does), else measured from its checkpoint."""
@@ -283,7 +291,10 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     from ..train import evaluate
     state = load(run["dir"] / "checkpoint.pt")
     model = model_from_checkpoint(state)
-    ds = load_cifar10(data_path)
+    try:
+        ds = load_cifar10(data_path)
+    except (FileNotFoundError, CifarlabError) as e:
+        raise TestSetUnavailable(str(e)) from e
     norm = state.get("norm") or run["summary"]["norm"]
     x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
     cl = state["config"].get("channels_last", True)
@@ -335,14 +346,25 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
         plots.overlay({m: mean_history(runs[m]) for m in present}, path,
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
-    best = max((r for n in names for r in runs[n]), key=lambda r: r["summary"]["test_acc"])
-    from ..errors import CifarlabError
-    try:
-        b = best_run_analysis(best, data_path)
-    except (FileNotFoundError, CifarlabError) as e:  # no checkpoint, a damaged one, no test set: the rest stands
-        out["best_error"] = f"{best['dir']}: {e}"
+    ranked = sorted((r for n in names for r in runs[n]), key=lambda r: -r["summary"]["test_acc"])
+    passed = []  # better runs that kept neither their confusion matrix nor a usable checkpoint
+    no_test_set = None
+    for best in ranked:  # the best run, else the best that can still be analysed, saying which were passed over
+        try:
+            if no_test_set and not best["summary"].get("test_confusion"):
+                raise no_test_set  # measured from a checkpoint: needs the test set, which did not load
+            b = best_run_analysis(best, data_path)
+            break
+        except (FileNotFoundError, CifarlabError) as e:  # no checkpoint, a damaged one, no test set
+            if isinstance(e, TestSetUnavailable):
+                no_test_set = e
+            passed.append({"name": _run_name(best), "test_acc": best["summary"]["test_acc"], "error": str(e)})
+            if len(passed) == 1:
+                out["best_error"] = f"{best['dir']}: {e}"
+    else:  # nothing analysable: the rest of the report stands
         return out
-    b["name"] = f"{best['dir'].parent.name}/{best['dir'].name}"
+    b["rank"], b["runs"], b["passed_over"] = len(passed) + 1, len(ranked), passed
+    b["name"] = _run_name(best)
     b["comparable"] = best["summary"].get("comparable", True)
     plots.per_class(b["per_class"], fig_dir / "best-per-class.png", title=f"{b['name']}: accuracy per class")
     plots.confusion(b["matrix"], b["classes"], fig_dir / "best-confusion.png",
@@ -350,6 +372,20 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     figs["best-per-class"], figs["best-confusion"] = "best-per-class.png", "best-confusion.png"
     out["best"] = b
     return out
+
+
+def _best_title(b: dict) -> str:
+    acc = f"{100 * b['test_acc']:.2f}%{'' if b['comparable'] else '†'}"
+    if b.get("rank", 1) == 1:
+        return f"Best run: {b['name']} ({acc})"
+    return f"Best run analysed: {b['name']} ({acc}), number {b['rank']} of {b['runs']} runs by test accuracy"
+
+
+def _passed_over(b: dict) -> str:
+    """The better runs the analysis passed over, each with the first line of its reason."""
+    said = [f"{p['name']} ({100 * p['test_acc']:.2f}%: {p['error'].splitlines()[0]})" for p in b["passed_over"]]
+    return ("Passed over, better but not analysable (no confusion matrix in its summary.json, and no "
+            "checkpoint to measure one from): " + "; ".join(said) + ".")
 
 
 def _f(v, fmt="{:.2f}", signed=False) -> str:
@@ -530,11 +566,11 @@ def render_md(rep: dict) -> str:
                table(*stats_table(rep)), ""]
     else:
         md += ["No pair of experiments has two or more seeds each; run `cifarlab study --seeds 2` or more.", ""]
-    if rep.get("best_error"):
+    if rep.get("best_error") and not rep["best"]:
         md += ["Best run not analysed:", "", "```text", rep["best_error"], "```", ""]  # a data error has many lines
     if rep["best"]:
         b = rep["best"]
-        md += [f"## Best run: {b['name']} ({100 * b['test_acc']:.2f}%{'' if b['comparable'] else '†'})", "",
+        md += [f"## {_best_title(b)}", ""] + ([_passed_over(b), ""] if b.get("passed_over") else []) + [
                f"![per-class accuracy](report_files/{figs['best-per-class']})", "",
                f"![confusion matrix](report_files/{figs['best-confusion']})", ""]
     groups = [k for k in figs if k.startswith("group-")]
@@ -640,12 +676,14 @@ def render_html(rep: dict, study_dir: Path) -> str:
     else:
         parts.append("<p>No pair of experiments has two or more seeds each; run <code>cifarlab study --seeds 2"
                      "</code> or more.</p>")
-    if rep.get("best_error"):
+    if rep.get("best_error") and not rep["best"]:
         parts.append(f"<p>Best run not analysed:</p><pre>{e(rep['best_error'])}</pre>")
     if rep["best"]:
         b = rep["best"]
-        parts.append(f"<h2>Best run: {e(b['name'])} ({100 * b['test_acc']:.2f}%"
-                     f"{'' if b['comparable'] else '†'})</h2><div class=grid>")
+        parts.append(f"<h2>{e(_best_title(b))}</h2>")
+        if b.get("passed_over"):
+            parts.append(f"<p>{e(_passed_over(b))}</p>")
+        parts.append("<div class=grid>")
         for k, cap in (("best-per-class", "accuracy per class"), ("best-confusion", "confusion matrix")):
             parts.append(f"<figure>{_img(fig_dir / figs[k], cap)}<figcaption>{e(cap)}</figcaption></figure>")
         parts.append("</div>")

@@ -111,17 +111,61 @@ def test_progress_to_a_pipe_prints_lines_not_carriage_returns(tmp_path):
     assert "img/s" in header and "lr" in header
 
 
-def test_amp_native_is_bf16_only_where_the_hardware_has_it():
+def test_amp_native_is_bf16_only_where_it_is_the_faster_arithmetic():
     import torch
-    from cifarlab.train import amp_dtype, native_bf16
+    from cifarlab.machine import cpu_bf16_faster, cpu_bf16_units, cpu_fields
+    from cifarlab.train import amp_dtype, bf16_units, native_bf16
     cpu = torch.device("cpu")
-    flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    assert native_bf16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    info = open("/proc/cpuinfo").read().split("\n\n")[0]
+    flags = next(line for line in info.splitlines() if line.startswith("flags")).split(":")[1].split()
+    vendor = next(line for line in info.splitlines() if line.startswith("vendor_id")).split(":")[1].strip()
+    assert bf16_units(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    assert native_bf16(cpu) == ("amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD"))
     cfg = apply_overrides(load_preset("vgg3"), ["amp=native"])
     assert amp_dtype(cfg, cpu) == (torch.bfloat16 if native_bf16(cpu) else None)
     assert amp_dtype(apply_overrides(cfg, ["amp=auto"]), cpu) is None  # the study's presets: fp32 on a CPU
-    assert amp_dtype(apply_overrides(cfg, ["amp=bf16"]), cpu) == torch.bfloat16
+    assert amp_dtype(apply_overrides(cfg, ["amp=bf16"]), cpu) == torch.bfloat16  # asked for: always
     assert load_preset("fast94").amp == load_preset("fast_combined").amp == "native"
+    # the CPUs measured: AMD Zen 5 (bf16 1.7x fp32), Intel model 207 without AMX exposed (0.6x),
+    # the same with AMX, Cascade Lake (no bf16 instructions)
+    base = cpu_fields()["flags"].replace("avx512_bf16", "").replace("amx_bf16", "")
+    cpus = {("AuthenticAMD", "avx512_bf16"): True, ("GenuineIntel", "avx512_bf16"): False,
+            ("GenuineIntel", "avx512_bf16 amx_bf16 amx_tile"): True, ("GenuineIntel", ""): False,
+            ("AuthenticAMD", ""): False}
+    for (vendor, extra), faster in cpus.items():
+        fields = {"vendor_id": vendor, "flags": f"{base} {extra}"}
+        assert cpu_bf16_faster(fields) is faster, (vendor, extra)
+        assert cpu_bf16_units(fields) is bool(extra)
+
+
+def test_a_run_resumed_where_native_means_another_arithmetic_says_which_epochs_ran_in_which(tmp_path,
+                                                                                             monkeypatch):
+    """amp=native resolves on the machine that runs each segment: a run started where bf16 is the
+    faster arithmetic and resumed where it is not records both, by epoch."""
+    import torch
+    import cifarlab.train as tr
+    cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=600", "val_split=100",
+                                                "epochs=3", "amp=native"])
+    run = tmp_path / "run"
+
+    def stop_in_epoch_3(line):
+        if line.lstrip().startswith("3 "):  # epoch 3's row: logged before its checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: True)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, progress=False, log=stop_in_epoch_3)
+    assert len(read_metrics(run)) == 2
+    monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: False)
+    s = train(None, run, resume=True, progress=False, log=lambda *a: None)
+    assert [g["arithmetic"] for g in s["segments"]] == ["bf16", "fp32"]
+    assert s["arithmetic"] == "bf16 (epochs 1-2), fp32 (epoch 3)"
+    assert tr.run_arithmetic(s["segments"], torch.bfloat16, 3) == "bf16 (epochs 1-2), fp32 (epoch 3)"
+    assert tr.run_arithmetic(s["segments"][:1], torch.bfloat16, 3) == "bf16"
+    # a segment that stopped before its first epoch computed nothing; one of an older version says nothing
+    same_start = [{"from_epoch": 0, "arithmetic": "fp32"}, {"from_epoch": 0, "arithmetic": "bf16"}]
+    assert tr.run_arithmetic(same_start, torch.bfloat16, 3) == "bf16"
+    assert tr.run_arithmetic([{"from_epoch": 0}], None, 3) == "fp32"
 
 
 def test_fp32_runs_turn_tf32_off_on_gpus():

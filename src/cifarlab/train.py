@@ -36,7 +36,7 @@ from .config import Config, ConfigError, differences, from_dict, to_dict
 from .data import CLASSES, load_cifar10, stratified_split, subset_indices
 from .errors import CifarlabError
 from .files import WriteError, sweep
-from .machine import cpu_flags, cpu_name
+from .machine import cpu_bf16_faster, cpu_bf16_units, cpu_name
 from .models import Model, build_model, count_parameters
 from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
 from .progress import Progress
@@ -64,14 +64,21 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def bf16_units(device: torch.device) -> bool:
+    """Whether `device` has bf16 arithmetic of its own (faster or not), not emulation."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_bf16_units()
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bf16 natively: a CUDA GPU with bf16, or a CPU with
-    AVX-512 BF16 or AMX instructions (elsewhere oneDNN emulates bf16, slower than fp32)."""
+    """Whether bf16 is the faster arithmetic on `device`: a CUDA GPU with bf16, or a CPU where
+    it measured faster than fp32 (AMX, or AMD's AVX-512 BF16: machine.cpu_bf16_faster)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return cpu_bf16_faster()
 
 
 def amp_dtype(cfg: Config, device: torch.device):
@@ -479,7 +486,8 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume:
     elif resume and started_before:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     run.code = code_version()
-    run.segments.append({"from_epoch": run.start_epoch, "code": run.code, "device": _device_name(device)})
+    run.segments.append({"from_epoch": run.start_epoch, "code": run.code, "device": _device_name(device),
+                         "arithmetic": arithmetic_name(amp)})
     _announce(run)
     run.tb = tensorboard.open_run(run_dir, to_dict(cfg), run.start_epoch * steps, enabled=ddp.is_main, log=log)
     return run
@@ -648,6 +656,24 @@ def finish_run(run: Run, command) -> dict:
     return summary
 
 
+def run_arithmetic(segments: list[dict], amp, epochs: int) -> str:
+    """fp32, bf16 or fp16; a run of `epochs` resumed in another arithmetic (`amp=native` on
+    another machine) says which epochs computed in which: "bf16 (epochs 1-40), fp32 (epochs 41-100)"."""
+    now = arithmetic_name(amp)
+    marked = [g for g in segments if "arithmetic" in g]  # segments of older versions don't say
+    marked = [g for g, nxt in zip(marked, [*marked[1:], None])  # those that trained an epoch at least
+              if nxt is None or nxt["from_epoch"] > g["from_epoch"]]
+    if all(g["arithmetic"] == now for g in marked):
+        return now
+    spans = []
+    for g, nxt in zip(marked, [*marked[1:], None]):
+        if spans and spans[-1][0] == g["arithmetic"]:
+            spans[-1][2] = nxt["from_epoch"] if nxt else epochs
+        else:
+            spans.append([g["arithmetic"], g["from_epoch"] + 1, nxt["from_epoch"] if nxt else epochs])
+    return ", ".join(f"{a} (epoch {lo})" if lo == hi else f"{a} (epochs {lo}-{hi})" for a, lo, hi in spans)
+
+
 def _summary(run: Run, test: dict, final: dict, command) -> dict:
     cfg, data = run.cfg, run.data
     summary = {
@@ -658,7 +684,8 @@ def _summary(run: Run, test: dict, final: dict, command) -> dict:
         "epochs": cfg.epochs, "steps_per_epoch": run.steps, "train_images": run.train_images,
         "parameters": count_parameters(run.model), "wall_seconds": run.wall,
         "mean_images_per_second": float(np.mean([r["images_per_second"] for r in run.history])),
-        "device": _device_name(run.device), "arithmetic": arithmetic_name(run.amp), "versions": _versions(),
+        "device": _device_name(run.device), "arithmetic": run_arithmetic(run.segments, run.amp, cfg.epochs),
+        "versions": _versions(),
         "code": run.code, "segments": run.segments, "command": runfolder.command_words(command),
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,
         "norm": {"mean": data.mean.tolist(), "std": data.std.tolist()},

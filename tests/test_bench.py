@@ -34,12 +34,12 @@ def test_fields_and_ratios(result):
     assert result["peak_gflops"] == 100 and result["peak_source"] == "given"
     assert "torch" in result["device"]
     assert [m["model"] for m in result["models"]] == ["vgg3", "combined"]
-    native = bench.native_bf16(torch.device("cpu"))
+    native = bench.bf16_units(torch.device("cpu"))  # timed wherever the CPU has bf16 instructions
     for m in result["models"]:
         rows = {r["contender"]: r for r in m["rows"]}
         assert {"cifarlab", "plain"} <= set(rows)
         assert ("keras" in rows) != ("keras" in m["notes"])  # run, or skipped with a note
-        # the bf16 row runs where the CPU has native bf16, else a note says why not
+        # the bf16 row runs where the CPU has bf16 units (faster than fp32 or not), else a note says why not
         assert ("cifarlab-bf16" in rows) == native != ("cifarlab-bf16" in m["notes"])
         own = rows["cifarlab"]["images_per_second"]
         for r in rows.values():
@@ -54,6 +54,20 @@ def test_fields_and_ratios(result):
     text = bench.report(result)
     assert "cifarlab is" in text and "plain" in text
     assert ("cifarlab-bf16 is" in text) == native
+
+
+def test_keras_computes_on_as_many_threads_as_cifarlab():
+    pytest.importorskip("tensorflow", reason="the Keras contender needs the keras extra")
+    before = torch.get_num_threads()
+    try:
+        r = bench.run(parse("--models", "vgg3", "--contenders", "cifarlab,keras", "--reps", "1", "--steps", "2",
+                            "--subset", "500", "--threads", "1", "--no-peak", "--no-eval",
+                            "--keras-python", sys.executable), log=lambda *a: None)
+    finally:
+        torch.set_num_threads(before)
+    m = r["models"][0]
+    assert {x["contender"] for x in m["rows"]} == {"cifarlab", "keras"}
+    assert m["info"]["keras"]["intra_op_threads"] == 1  # TensorFlow's default would be every core
 
 
 def test_flops_counted_from_layer_shapes():

@@ -1,6 +1,6 @@
 """The study's networks in Keras on TensorFlow, timed on request: the bench's Keras contender.
 
-    python -m cifarlab.bench.keras_worker DATA.npz MODEL [bf16]   # MODEL: vgg3 or combined
+    python -m cifarlab.bench.keras_worker DATA.npz MODEL [bf16] [threads=N]   # MODEL: vgg3 or combined
 
 It runs in its own process (TensorFlow and PyTorch would otherwise fight over the
 same cores) and imports no torch. DATA.npz holds `x` (N, 32, 32, 3) uint8 and `y`.
@@ -11,7 +11,9 @@ line `run STEPS` with one JSON line {"images_per_second": ..., "seconds": ...}: 
 wall time of one `fit` call of STEPS steps (fit returns only once every step has run;
 TensorFlow may run steps asynchronously, so per-batch callbacks would time dispatch,
 not compute). The bench's warm-up call absorbs the graph tracing. It exits on `quit`
-or end of input. `bf16` sets Keras's "mixed_bfloat16" policy (bf16 compute, fp32 weights).
+or end of input. `bf16` sets Keras's "mixed_bfloat16" policy (bf16 compute, fp32 weights);
+`threads=N` gives TensorFlow N intra-op threads and one inter-op thread (the bench passes the
+threads cifarlab computes on, so `--threads 1` holds one core against one core).
 """
 from __future__ import annotations
 
@@ -52,13 +54,20 @@ def build(model: str):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (2, 3) or argv[1] not in ("vgg3", "combined") or argv[2:] not in ([], ["bf16"]):
-        print("usage: python -m cifarlab.bench.keras_worker DATA.npz vgg3|combined [bf16]", file=sys.stderr)
+    threads = [a for a in argv[2:] if a.startswith("threads=")]
+    rest = [a for a in argv[2:] if a not in threads]
+    if (len(argv) < 2 or argv[1] not in ("vgg3", "combined") or rest not in ([], ["bf16"]) or len(threads) > 1
+            or (threads and not threads[0][8:].isdigit())):
+        print("usage: python -m cifarlab.bench.keras_worker DATA.npz vgg3|combined [bf16] [threads=N]",
+              file=sys.stderr)
         return 2
     import keras
     import numpy as np
     import tensorflow as tf
-    if argv[2:] == ["bf16"]:
+    if threads:  # as many cores as the contenders it is held against (TensorFlow's default: all)
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads[0][8:]))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    if rest == ["bf16"]:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     d = np.load(argv[0])
     x, y = d["x"], d["y"].astype("int32")

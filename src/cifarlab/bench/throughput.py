@@ -39,7 +39,7 @@ from torch import nn
 from ..config import apply_overrides, load_preset
 from ..machine import cpu_name
 from ..runfolder import command_words, read_metrics, read_summary
-from ..train import (build_training, evaluate, make_batch, native_bf16, pick_device, prepare_data, setup_threads,
+from ..train import (bf16_units, build_training, evaluate, make_batch, pick_device, prepare_data, setup_threads,
                     train_step)
 
 VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
@@ -232,14 +232,15 @@ class PlainContender:
 class KerasContender:
     """Keras on TensorFlow in a worker process, driven over stdin/stdout."""
 
-    def __init__(self, model: str, x: np.ndarray, y: np.ndarray, python: str, bf16: bool = False):
+    def __init__(self, model: str, x: np.ndarray, y: np.ndarray, python: str, bf16: bool = False,
+                 threads: int | None = None):
         self.tmp = tempfile.TemporaryDirectory(prefix="cifarlab-keras-")
         path = Path(self.tmp.name) / "data.npz"
         np.savez(path, x=x.transpose(0, 2, 3, 1), y=y)  # Keras wants channels last
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
         self.proc = subprocess.Popen([python, "-m", "cifarlab.bench.keras_worker", str(path), model,
-                                      *(["bf16"] if bf16 else [])],
+                                      *(["bf16"] if bf16 else []), *([f"threads={threads}"] if threads else [])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.info = self._reply()
@@ -295,9 +296,9 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
     x = own.data.x_train.cpu().numpy()
     y = own.data.y_train.cpu().numpy()
     bf16 = [c for c in contenders if c in BF16]
-    if bf16 and not native_bf16(device):
+    if bf16 and not bf16_units(device):
         for c in bf16:
-            notes[c] = "skipped: this device has no native bf16 (AVX-512 BF16 or AMX on a CPU)"
+            notes[c] = "skipped: this device has no bf16 units (AVX-512 BF16 or AMX on a CPU), only emulation"
         contenders = [c for c in contenders if c not in BF16]
     if "cifarlab-bf16" in contenders:
         runners["cifarlab-bf16"] = CifarlabContender(apply_overrides(cfg, ["amp=bf16"]), device)
@@ -311,7 +312,8 @@ def bench_model(name: str, contenders, reps: int, steps: int, subset: int, devic
                 notes[k] = f"skipped: {keras_why}"
                 log(f"{k}: {notes[k]}")
             else:
-                runners[k] = KerasContender(name, x, y, keras_python or sys.executable, bf16=k == "keras-bf16")
+                runners[k] = KerasContender(name, x, y, keras_python or sys.executable, bf16=k == "keras-bf16",
+                                            threads=torch.get_num_threads())  # the cores cifarlab computes on
     try:
         for r in runners.values():  # warm-up: allocator, oneDNN kernels, graph tracing
             r.run(warmup)
@@ -397,7 +399,7 @@ def run(args, log=print, command=None) -> dict:
     if not args.peak_gflops and not args.no_peak and models:
         # A shared machine lowers any one measurement: sample the peak once per repetition
         # and keep the best, the closest to what the cores give when nothing else runs.
-        with16 = any(c in BF16 for c in contenders) and native_bf16(device)
+        with16 = any(c in BF16 for c in contenders) and bf16_units(device)
         peaks = result["peak_samples"] = [measure_peak_gflops(device)]
         peaks16 = result["peak_bf16_samples"] = [measure_peak_gflops(device, dtype=torch.bfloat16)] if with16 else []
 

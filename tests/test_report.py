@@ -406,6 +406,31 @@ def test_a_row_whose_seeds_ran_on_different_devices_names_each(tmp_path):
     assert "model 85" in line and "(seed 0)" in line and "model 207" in line and "(seed 1)" in line, line
 
 
+def test_the_fidelity_table_says_how_much_a_last_epoch_figure_moves(tmp_path):
+    """On the repo's records: weight_decay's test accuracy keeps moving by about a point from
+    epoch to epoch, the baseline's settles; the column is their spread over the second half."""
+    from cifarlab.runfolder import read_metrics
+    from cifarlab.study.report import collect, fidelity_table, late_epoch_sd, load_run
+    study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "weight_decay/seed0")
+    rep = collect(study, figures=False)
+
+    def spread(run):
+        late = [100 * r["val_acc"] for r in read_metrics(study / "runs" / run)[50:]]  # epochs 51-100
+        return np.std(late, ddof=1)
+
+    rows = {r["experiment"]: r for r in rep["rows"]}
+    assert rows["weight_decay"]["late_epoch_sd"] == pytest.approx(spread("weight_decay/seed0"))
+    assert rows["vgg3"]["late_epoch_sd"] == pytest.approx((spread("vgg3/seed0") + spread("vgg3/seed1")) / 2)
+    assert rows["weight_decay"]["late_epoch_sd"] > 0.5 > 0.2 > rows["vgg3"]["late_epoch_sd"]
+    head, body = fidelity_table(rep)
+    col = head.index("epoch to epoch")
+    assert {r[0]: r[col] for r in body}["weight_decay"] == f"sd {spread('weight_decay/seed0'):.2f}"
+    # a run whose per-epoch curve is a held-out split says nothing of the test set's figure
+    run = load_run(study / "runs" / "weight_decay" / "seed0")
+    run["summary"]["val_is_test"] = False
+    assert late_epoch_sd(run) is None
+
+
 def test_findings_explain_a_row_beyond_noise_in_the_report_and_travel_with_the_records(tmp_path):
     """The repo's weight_decay and vgg3 records (both beyond the limit) with a findings.yaml
     on weight_decay: its checks read "finding below" and the text is in report.md

@@ -133,6 +133,18 @@ def _devices(rs: list[dict]) -> str:
                      for d, v in seeds.items())
 
 
+def late_epoch_sd(run: dict) -> float | None:
+    """How much a run's test accuracy moves from epoch to epoch once trained: its standard
+    deviation (points) over the second half of the epochs. A figure read at the last epoch,
+    as the study's were, is one draw from that spread. None where the per-epoch curve is not
+    the test set (val_split) or the run is too short to have a second half of 3 epochs."""
+    h = run.get("history") or []
+    if not run["summary"].get("val_is_test", True) or len(h) < 6:
+        return None
+    late = [100 * r["val_acc"] for r in h[len(h) // 2:]]
+    return float(np.std(late, ddof=1))
+
+
 def experiment_row(name: str, rs: list[dict]) -> dict:
     """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
@@ -152,6 +164,8 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
         "device": _devices(rs),
         "arithmetic": "/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
     }
+    late = [v for v in map(late_epoch_sd, rs) if v is not None]
+    row["late_epoch_sd"] = float(np.mean(late)) if late else None  # mean over the seeds
     for key, _ in REFS:
         v = ref.get(key)
         row[key] = float(v) if v is not None else None
@@ -163,7 +177,10 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
 TOLERANCE = 1.5
 RULE = ("A comparable row is checked against each published figure: a difference of more than "
         f"{TOLERANCE} points, or, where the row has two or more seeds, of more than twice its standard "
-        "deviation, is beyond noise and is investigated (the Keras semantics of study.md, then Keras itself).")
+        "deviation, is beyond noise and is investigated (the Keras semantics of study.md, then Keras itself). "
+        "\"Epoch to epoch\" is how much the test accuracy still moves once trained (its standard deviation over "
+        "the second half of the epochs, mean over the seeds): a figure read at the last epoch, as the study's "
+        "were, is one draw from that spread.")
 
 
 def fidelity(rows: list[dict]) -> list[dict]:
@@ -177,7 +194,8 @@ def fidelity(rows: list[dict]) -> list[dict]:
             if r[key] is not None:
                 d = r[f"diff_{key}"]
                 out.append({"experiment": r["experiment"], "source": label, "published": r[key],
-                            "ours": r["mean"], "n": r["n"], "diff": d, "limit": limit, "beyond": abs(d) > limit})
+                            "ours": r["mean"], "n": r["n"], "diff": d, "limit": limit, "beyond": abs(d) > limit,
+                            "late_epoch_sd": r["late_epoch_sd"]})
     return out
 
 
@@ -477,9 +495,12 @@ def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def fidelity_table(rep: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["experiment", "published by", "published %", "ours %", "n", "diff", "limit", "verdict"]
+    head = ["experiment", "published by", "published %", "ours %", "n", "diff", "limit", "epoch to epoch",
+            "verdict"]
     body = [[c["experiment"], c["source"], _f(c["published"]), _f(c["ours"]), str(c["n"]),
-             _f(c["diff"], signed=True), f"±{c['limit']:.2f}", _verdict(c, rep.get("findings") or {})]
+             _f(c["diff"], signed=True), f"±{c['limit']:.2f}",
+             "-" if c.get("late_epoch_sd") is None else f"sd {c['late_epoch_sd']:.2f}",
+             _verdict(c, rep.get("findings") or {})]
             for c in rep.get("fidelity", [])]
     return head, body
 

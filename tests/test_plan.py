@@ -47,7 +47,7 @@ def test_plan_lists_every_run_and_writes_nothing(tmp_path):
     assert to_go["vgg1/seed0"] == to_go["vgg1/seed1"] and to_go["vgg3/seed0"] == to_go["vgg3/seed1"]
     assert "measuring vgg1's network" in r.stderr
     for name in ("vgg1", "vgg3", "combined"):
-        assert re.search(rf"^{name}\s+[\d,]+\s+[\d,]+$", r.stdout, re.M), r.stdout
+        assert re.search(rf"^{name}\s+[\d,]+\s+[\d,]+\s+fp32$", r.stdout, re.M), r.stdout  # amp auto: fp32 on a CPU
     assert "finished already: 0 of 6" in r.stdout and "not comparable" in r.stdout
 
 
@@ -93,3 +93,15 @@ def test_plan_places_the_longest_runs_first_as_the_study_will(tmp_path):
     same = forecast(jobs, workers=2, seconds=0.3, order="study")
     assert [r.label for r in same.runs] == [j.label for j in jobs] and same.seconds_in_study_order is None
     assert "run (in study order)" in same.table()
+
+
+def test_plan_says_what_each_network_computes_in_here(tmp_path):
+    """amp=native resolves on the device: the plan's table says what it became, as the runs will."""
+    import torch
+    from cifarlab.train import native_bf16
+    native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    for amp, expect in (("native", native), ("bf16", "bf16"), ("off", "fp32")):
+        jobs = plan(["vgg1"], 1, ["subset=1000", "widths=[8]", f"amp={amp}"], tmp_path / amp, workers=1)
+        fc = forecast(jobs, workers=1, seconds=0.2)
+        assert fc.speeds["vgg1"].arithmetic == expect
+        assert re.search(rf"^vgg1\s+[\d,]+\s+[\d,]+\s+{expect}$", fc.table(), re.M), fc.table()

@@ -42,6 +42,7 @@ class Speed:
     eval_ips: float  # evaluated images per second (one view)
     threads: int
     device: str
+    arithmetic: str = "fp32"  # what the run computes in here (amp=native resolves per device)
 
 
 @dataclass
@@ -73,9 +74,10 @@ class Forecast:
     def table(self) -> str:
         out = [f"plan: {len(self.runs)} runs on {self.workers} worker(s) x {self._threads()} thread(s), "
                f"{self.device}", "",
-               f"{'network':<24} {'train img/s':>11} {'eval img/s':>10}   (each measured alone, a few seconds)"]
+               f"{'network':<24} {'train img/s':>11} {'eval img/s':>10} {'arithmetic':>10}   "
+               "(each measured alone, a few seconds)"]
         for name, s in self.speeds.items():
-            out.append(f"{name:<24} {s.train_ips:>11,.0f} {s.eval_ips:>10,.0f}")
+            out.append(f"{name:<24} {s.train_ips:>11,.0f} {s.eval_ips:>10,.0f} {s.arithmetic:>10}")
         out += ["", f"{'run (' + self.order + ')':<28} {'epochs':>6} {'images':>7} {'status':<15} {'to go':>8}"]
         for r in self.runs:
             status = f"partial {r.done}/{r.epochs}" if r.status == "partial" else r.status
@@ -124,7 +126,8 @@ def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
     through the training loop's own make_batch and train_step, on random images."""
     import torch
 
-    from ..train import Data, _device_name, build_training, evaluate, make_batch, train_step, use_arithmetic
+    from ..train import (Data, _device_name, arithmetic_name, build_training, evaluate, make_batch, train_step,
+                         use_arithmetic)
     if device.type == "cpu":
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -167,7 +170,7 @@ def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
         reps += 1
     eval_ips = reps * m / (time.perf_counter() - t0)
     return Speed(train_ips, eval_ips, torch.get_num_threads() if device.type == "cpu" else 0,
-                 _device_name(device))
+                 _device_name(device), arithmetic_name(amp))
 
 
 def makespan(durations: list[float], workers: int) -> float:

@@ -23,8 +23,9 @@ def cpu_fields() -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in fields.items()}
 
 
-def cpu_flags() -> set[str]:
-    return set(cpu_fields().get("flags", "").split())
+def cpu_flags(fields: dict[str, str] | None = None) -> set[str]:
+    """The CPU's flags: this machine's, or those of the /proc/cpuinfo `fields` given."""
+    return set((cpu_fields() if fields is None else fields).get("flags", "").split())
 
 
 def cpu_name() -> str:
@@ -40,8 +41,7 @@ def cpu_name() -> str:
 
 def cpu_bf16_units(fields: dict[str, str] | None = None) -> bool:
     """Whether the CPU has bf16 instructions at all (AVX-512 BF16 or AMX)."""
-    flags = set((cpu_fields() if fields is None else fields).get("flags", "").split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags(fields) & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_bf16_faster(fields: dict[str, str] | None = None) -> bool:
@@ -52,7 +52,5 @@ def cpu_bf16_faster(fields: dict[str, str] | None = None) -> bool:
     kernels at half the fp32 peak and trained 0.59-0.66x as fast as fp32. Instructions alone
     do not say it; elsewhere bf16 is emulated, slower still."""
     fields = cpu_fields() if fields is None else fields
-    flags = set(fields.get("flags", "").split())
-    if "amx_bf16" in flags:
-        return True
-    return "avx512_bf16" in flags and fields.get("vendor_id") == "AuthenticAMD"
+    flags = cpu_flags(fields)
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and fields.get("vendor_id") == "AuthenticAMD")

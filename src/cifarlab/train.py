@@ -74,11 +74,7 @@ def bf16_units(device: torch.device) -> bool:
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 is the faster arithmetic on `device`: a CUDA GPU with bf16, or a CPU where
     it measured faster than fp32 (AMX, or AMD's AVX-512 BF16: machine.cpu_bf16_faster)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    return cpu_bf16_faster()
+    return bf16_units(device) and (device.type == "cuda" or cpu_bf16_faster())
 
 
 def amp_dtype(cfg: Config, device: torch.device):
@@ -659,18 +655,18 @@ def finish_run(run: Run, command) -> dict:
 def run_arithmetic(segments: list[dict], amp, epochs: int) -> str:
     """fp32, bf16 or fp16; a run of `epochs` resumed in another arithmetic (`amp=native` on
     another machine) says which epochs computed in which: "bf16 (epochs 1-40), fp32 (epochs 41-100)"."""
-    now = arithmetic_name(amp)
     marked = [g for g in segments if "arithmetic" in g]  # segments of older versions don't say
-    marked = [g for g, nxt in zip(marked, [*marked[1:], None])  # those that trained an epoch at least
-              if nxt is None or nxt["from_epoch"] > g["from_epoch"]]
-    if all(g["arithmetic"] == now for g in marked):
-        return now
-    spans = []
+    spans = []  # [arithmetic, first epoch, last epoch]
     for g, nxt in zip(marked, [*marked[1:], None]):
+        last = nxt["from_epoch"] if nxt else epochs
+        if last == g["from_epoch"]:
+            continue  # stopped before its first epoch: computed nothing
         if spans and spans[-1][0] == g["arithmetic"]:
-            spans[-1][2] = nxt["from_epoch"] if nxt else epochs
+            spans[-1][2] = last
         else:
-            spans.append([g["arithmetic"], g["from_epoch"] + 1, nxt["from_epoch"] if nxt else epochs])
+            spans.append([g["arithmetic"], g["from_epoch"] + 1, last])
+    if len(spans) <= 1:
+        return arithmetic_name(amp)
     return ", ".join(f"{a} (epoch {lo})" if lo == hi else f"{a} (epochs {lo}-{hi})" for a, lo, hi in spans)
 
 

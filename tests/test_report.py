@@ -233,18 +233,30 @@ def test_records_are_copied_without_checkpoints(report, tmp_path):
     assert bad.returncode == 2 and "study folder itself" in bad.stderr
 
 
-def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report, tmp_path):
-    study = tmp_path / "s"
-    shutil.copytree(report["dir"], study)
-    for f in study.glob("runs/*/seed*/summary.json"):  # runs trained before summaries kept the matrix
+def _forget_the_matrix(*run_dirs: Path) -> None:
+    """Make runs look trained before summary.json kept the test set's confusion matrix."""
+    for run in run_dirs:
+        f = run / "summary.json"
         s = json.loads(f.read_text())
         del s["test_confusion"]
         f.write_text(json.dumps(s))
+
+
+def _report_without_a_test_set(study: Path, tmp_path: Path) -> Path:
+    """`cifarlab report STUDY` given a corrupt data archive (which it names); returns the archive."""
     bad = tmp_path / "cifar-10-binary.tar.gz"
     bad.write_bytes(b"not the archive")
     p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--data", str(bad)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
+    return bad
+
+
+def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report, tmp_path):
+    study = tmp_path / "s"
+    shutil.copytree(report["dir"], study)
+    _forget_the_matrix(*study.glob("runs/*/seed*"))  # runs trained before summaries kept it
+    bad = _report_without_a_test_set(study, tmp_path)
     rep = json.loads((study / "report.json").read_text())
     assert rep["best"] is None and "archive corrupt" in rep["best_error"] and str(bad) in rep["best_error"]
     assert [r["experiment"] for r in rep["rows"]] == [r["experiment"] for r in report["json"]["rows"]]
@@ -269,19 +281,11 @@ def test_better_runs_that_cannot_be_analysed_are_passed_over_and_named(report, t
     runs = [f"{p}/seed{s['seed']}" for p in rows for s in summaries(study, p)]  # the report's own order
     acc = {r: json.loads((study / "runs" / r / "summary.json").read_text())["test_acc"] for r in runs}
     first, second, third = sorted(runs, key=lambda r: -acc[r])[:3]
-    for r in (first, second):  # trained before summary.json kept the matrix
-        f = study / "runs" / r / "summary.json"
-        s = json.loads(f.read_text())
-        del s["test_confusion"]
-        f.write_text(json.dumps(s))
+    _forget_the_matrix(study / "runs" / first, study / "runs" / second)  # trained before summary.json kept it
     (study / "runs" / first / "checkpoint.pt").unlink()  # and the best kept no checkpoint either
 
     # no test set: the second can't be measured from its checkpoint; the third kept its matrix
-    bad = tmp_path / "cifar-10-binary.tar.gz"
-    bad.write_bytes(b"not the archive")
-    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", str(study), "--data", str(bad)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr
+    _report_without_a_test_set(study, tmp_path)
     rep = json.loads((study / "report.json").read_text())
     b = rep["best"]
     assert (b["name"], b["source"], b["rank"], b["runs"]) == (third, "summary.json", 3, len(runs))

@@ -324,6 +324,24 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
             "per_class": per_class_accuracy(m), "classes": list(CLASSES), "source": "checkpoint.pt"}
 
 
+def analysable_best(ranked: list[dict], data_path=None) -> tuple:
+    """The best of RANKED (best first) that can be analysed: (its analysis, the run, the better runs
+    passed over, each with why); (None, None, all of them) when none can be."""
+    passed, no_test_set = [], None
+    for run in ranked:
+        if no_test_set and not run["summary"].get("test_confusion"):
+            error = no_test_set  # measured from a checkpoint: needs the test set, which did not load
+        else:
+            try:
+                return best_run_analysis(run, data_path), run, passed
+            except TestSetUnavailable as e:
+                error = no_test_set = e
+            except (FileNotFoundError, CifarlabError) as e:  # no checkpoint, a damaged one
+                error = e
+        passed.append({"name": _run_name(run), "test_acc": run["summary"]["test_acc"], "error": str(error)})
+    return None, None, passed
+
+
 # --- the report ----------------------------------------------------------------------
 
 def collect(study_dir, data_path=None, figures: bool = True) -> dict:
@@ -365,21 +383,10 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
     ranked = sorted((r for n in names for r in runs[n]), key=lambda r: -r["summary"]["test_acc"])
-    passed = []  # better runs that kept neither their confusion matrix nor a usable checkpoint
-    no_test_set = None
-    for best in ranked:  # the best run, else the best that can still be analysed, saying which were passed over
-        try:
-            if no_test_set and not best["summary"].get("test_confusion"):
-                raise no_test_set  # measured from a checkpoint: needs the test set, which did not load
-            b = best_run_analysis(best, data_path)
-            break
-        except (FileNotFoundError, CifarlabError) as e:  # no checkpoint, a damaged one, no test set
-            if isinstance(e, TestSetUnavailable):
-                no_test_set = e
-            passed.append({"name": _run_name(best), "test_acc": best["summary"]["test_acc"], "error": str(e)})
-            if len(passed) == 1:
-                out["best_error"] = f"{best['dir']}: {e}"
-    else:  # nothing analysable: the rest of the report stands
+    b, best, passed = analysable_best(ranked, data_path)
+    if passed:
+        out["best_error"] = f"{ranked[0]['dir']}: {passed[0]['error']}"
+    if b is None:  # nothing analysable: the rest of the report stands
         return out
     b["rank"], b["runs"], b["passed_over"] = len(passed) + 1, len(ranked), passed
     b["name"] = _run_name(best)

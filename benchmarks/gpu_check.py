@@ -7,8 +7,8 @@ and the projected time of the whole study at its original epochs.
 For each model it times, alternating, cifarlab's own train step (bench.CifarlabContender:
 data resident on the device as uint8, batch augmentation there, channels_last, cudnn
 autotuning) in these engines: fp32, bf16 autocast, and bf16 + torch.compile (its
-compile time reported apart). The study projection takes each experiment's epochs
-(study.md; "not stated" counted as 400, the combined model's) times 50,000 images over
+compile time reported apart). The study projection takes each experiment's epochs (as the
+study states them; 400, the combined model's, where it states none) times 50,000 images over
 the best measured rate of the model it resembles, plus one test-set evaluation per epoch.
 """
 from __future__ import annotations

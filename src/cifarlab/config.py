@@ -69,7 +69,7 @@ class Config:
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW
     eps: float = 1e-7  # Adam/AdamW epsilon (Keras default 1e-7; PyTorch's is 1e-8)
     l2: float = 0.0  # Keras l2(c): adds c * sum(w^2) of each regularised kernel to the loss
-    weight_decay: float = 0.0  # decoupled decay (AdamW; SGD's own weight_decay when optimizer=sgd)
+    weight_decay: float = 0.0  # decoupled decay for every optimiser: each step shrinks weights by lr * weight_decay
     # which parameters weight_decay touches: kernels (convs + hidden dense), weights (every >=2-D weight), all
     decay_on: str = "weights"
     label_smoothing: float = 0.0

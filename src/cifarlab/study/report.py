@@ -177,10 +177,10 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
 TOLERANCE = 1.5
 RULE = ("A comparable row is checked against each published figure: a difference of more than "
         f"{TOLERANCE} points, or, where the row has two or more seeds, of more than twice its standard "
-        "deviation, is beyond noise and is investigated (the Keras semantics of study.md, then Keras itself). "
-        "\"Epoch to epoch\" is how much the test accuracy still moves once trained (its standard deviation over "
-        "the second half of the epochs, mean over the seeds): a figure read at the last epoch, as the study's "
-        "were, is one draw from that spread.")
+        "deviation, is beyond noise and is investigated (the Keras semantics cifarlab keeps, listed in the "
+        "README, then Keras itself). \"Epoch to epoch\" is how much the test accuracy still moves once "
+        "trained (its standard deviation over the second half of the epochs, mean over the seeds): a figure "
+        "read at the last epoch, as the study's were, is one draw from that spread.")
 
 
 def fidelity(rows: list[dict]) -> list[dict]:

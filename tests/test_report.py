@@ -120,6 +120,22 @@ def test_figures_are_embedded_and_the_best_run_is_measured(report):
     assert np.abs(np.array(again["matrix"]) - m).sum() <= 6  # the same network; summation order aside
 
 
+def test_a_best_run_measured_from_its_checkpoint_sees_the_test_set_as_its_summary_did(tmp_path):
+    """A run tested with test-time augmentation (fast94's tta=2) and recorded before summaries kept
+    the confusion matrix: measured again from its checkpoint, with the same views."""
+    from cifarlab.config import apply_overrides, load_preset
+    from cifarlab.study.report import best_run_analysis, load_run
+    from cifarlab.train import train
+    cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=1000", "epochs=1", "tta=2"])
+    train(cfg, tmp_path / "runs" / "vgg1" / "seed0", progress=False, log=lambda *a: None)
+    run = load_run(tmp_path / "runs" / "vgg1" / "seed0")
+    kept = run["summary"].pop("test_confusion")["matrix"]
+    again = best_run_analysis(run)
+    assert again["source"] == "checkpoint.pt"
+    assert again["test_acc"] == pytest.approx(run["summary"]["test_acc"], abs=3e-4)
+    assert np.abs(np.array(again["matrix"]) - np.array(kept)).sum() <= 6  # summation order aside
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -324,6 +340,29 @@ def _empty_readme(tmp_path) -> Path:
     readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
                       "<!-- results: end -->\n")
     return readme
+
+
+def test_a_finished_run_trained_without_the_test_set_is_not_called_unfinished(tmp_path):
+    """test=false: the run finished but has no test accuracy. It stays out of the table, said as
+    such in the report and the README, and never listed as unfinished."""
+    from cifarlab.study.report import UNTESTED_LINE, collect, readme_table, render_md
+    study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "vgg3/seed2")
+    path = study / "runs" / "vgg3" / "seed2" / "summary.json"
+    s = json.loads(path.read_text())
+    s.update(test_acc=None, test_loss=None)
+    s.pop("test_confusion", None)
+    path.write_text(json.dumps(s))
+    rep = collect(study, figures=False)
+    assert rep["unfinished"] == [] and rep["untested"] == ["runs/vgg3/seed2"]
+    assert rep["rows"][0]["n"] == 2
+    assert f"{UNTESTED_LINE}: runs/vgg3/seed2" in render_md(rep) and "Not finished" not in render_md(rep)
+    rows = [line.split(" | ") for line in readme_table(rep, "vgg3:3").splitlines()[2:]]
+    assert [r[2] for r in rows if r[0] == "| vgg3"][1] == "trained without the test set: seed 2"
+    # beside a seed that has not finished, each is said as what it is
+    (study / "runs" / "vgg3" / "seed1" / "summary.json").unlink()
+    rows = [line.split(" | ") for line in readme_table(collect(study, figures=False), "vgg3:3").splitlines()[2:]]
+    said = [r[2] for r in rows if r[0] == "| vgg3"][1]
+    assert said.startswith("not finished: seed 1") and said.endswith("; trained without the test set: seed 2")
 
 
 def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):

@@ -166,6 +166,9 @@ def test_a_run_resumed_where_native_means_another_arithmetic_says_which_epochs_r
     same_start = [{"from_epoch": 0, "arithmetic": "fp32"}, {"from_epoch": 0, "arithmetic": "bf16"}]
     assert tr.run_arithmetic(same_start, torch.bfloat16, 3) == "bf16"
     assert tr.run_arithmetic([{"from_epoch": 0}], None, 3) == "fp32"
+    # killed after its last checkpoint, before its summary: the session that writes it trained nothing
+    after_the_last = [{"from_epoch": 0, "arithmetic": "bf16"}, {"from_epoch": 3, "arithmetic": "fp32"}]
+    assert tr.run_arithmetic(after_the_last, None, 3) == "bf16"
 
 
 def test_fp32_runs_turn_tf32_off_on_gpus():

@@ -665,8 +665,10 @@ def run_arithmetic(segments: list[dict], amp, epochs: int) -> str:
             spans[-1][2] = last
         else:
             spans.append([g["arithmetic"], g["from_epoch"] + 1, last])
-    if len(spans) <= 1:
+    if not spans:  # older records: this session's arithmetic is all there is to say
         return arithmetic_name(amp)
+    if len(spans) == 1:  # one arithmetic, whatever a later session that trained nothing resolved to
+        return spans[0][0]
     return ", ".join(f"{a} (epoch {lo})" if lo == hi else f"{a} (epochs {lo}-{hi})" for a, lo, hi in spans)
 
 

@@ -36,7 +36,8 @@ def cmd_report(args) -> int:
     study_dir = Path(args.study_dir) if args.study_dir else latest_study()
     rep = write_report(study_dir, args.data)
     print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
-          f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons")
+          f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons"
+          + (f", {len(rep['untested'])} trained without the test set" if rep.get("untested") else ""))
     print(f"-> {study_dir / 'report.md'}")
     if args.records:
         try:

@@ -39,8 +39,12 @@ def settings_of(cfg: dict) -> dict:
 def group_runs(run_dirs) -> tuple[list[dict], list[str]]:
     """[{label, name, settings, runs}] in the order of each group's first run, and the folders left out."""
     groups: list[dict] = []
-    skipped = []
+    skipped, seen = [], set()
     for d in map(Path, run_dirs):
+        if d.resolve() in seen:  # overlapping globs: one run counted twice would be a fake replicate
+            skipped.append(f"{d} (given twice; counted once)")
+            continue
+        seen.add(d.resolve())
         if not (d / "config.yaml").is_file():
             skipped.append(f"{d} (not a run folder)")
             continue

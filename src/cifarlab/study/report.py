@@ -64,18 +64,22 @@ REFS = (("seed_report", "seed report"), ("article", "article"))
 
 # --- numbers -------------------------------------------------------------------------
 
-def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str]]:
-    """Finished runs per preset ({preset: [run, ...]}, by seed) and the unfinished run folders."""
-    runs, unfinished = {}, []
+def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str], list[str]]:
+    """Finished runs per preset ({preset: [run, ...]}, by seed), the unfinished run folders, and
+    the finished ones trained without the test set (test=false)."""
+    runs, unfinished, untested = {}, [], []
     for run_dir in sorted(Path(study_dir).glob("runs/*/seed*")):
         run = load_run(run_dir)
-        if isinstance(run, str):
-            unfinished.append(str(run_dir.relative_to(study_dir)) + (run or _progress(run_dir)))
-            continue
-        runs.setdefault(run_dir.parent.name, []).append(run)
+        name = str(run_dir.relative_to(study_dir))
+        if run == UNTESTED:
+            untested.append(name)
+        elif isinstance(run, str):
+            unfinished.append(name + _progress(run_dir))
+        else:
+            runs.setdefault(run_dir.parent.name, []).append(run)
     for rs in runs.values():
         rs.sort(key=lambda r: r["summary"]["seed"])
-    return runs, unfinished
+    return runs, unfinished, untested
 
 
 def _progress(run_dir: Path) -> str:
@@ -102,14 +106,18 @@ def arithmetic(summary: dict, config: dict) -> str:
     return {"fp16": "fp16", "bf16": "bf16", "native": "bf16", "auto": "bf16"}.get(amp, "?")
 
 
+UNTESTED = " (test set not used)"
+
+
 def load_run(run_dir: Path) -> dict | str:
-    """A finished run folder's summary, config and metrics; else why it is left out ("" or " (...)")."""
+    """A finished run folder's summary, config and metrics; else why it is left out: "" (not
+    finished) or UNTESTED."""
     from ..runfolder import read_metrics, read_summary
     if not (run_dir / "summary.json").is_file():
         return ""
     s = read_summary(run_dir)
     if s.get("test_acc") is None:  # trained with test=false: nothing to report against the references
-        return " (test set not used)"
+        return UNTESTED
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {"dir": run_dir, "summary": s, "config": cfg, "history": read_metrics(run_dir)}
 
@@ -316,9 +324,10 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     norm = state.get("norm") or run["summary"]["norm"]
     x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
     cl = state["config"].get("channels_last", True)
-    if cl:  # evaluate as training did, so the accuracy matches the run's summary
+    if cl:  # evaluate as training did (its layout and test-time views), so the accuracy matches its summary
         model = model.to(memory_format=torch.channels_last)
-    ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl)
+    ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl,
+                  tta=state["config"].get("tta", 0))
     m = confusion_matrix(ds.y_test, ev["logits"].argmax(1))
     return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(),
             "per_class": per_class_accuracy(m), "classes": list(CLASSES), "source": "checkpoint.pt"}
@@ -350,13 +359,14 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
     study_dir = Path(study_dir)
     if not (study_dir / "runs").is_dir():
         raise FileNotFoundError(f"{study_dir} is not a study folder (no runs/); run `cifarlab study` first")
-    runs, unfinished = load_runs(study_dir)
+    runs, unfinished, untested = load_runs(study_dir)
     names = study_order(runs)
     rows = {n: experiment_row(n, runs[n]) for n in names}
     meta_path = study_dir / "study.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = {"study_dir": str(study_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
            "meta": meta, "rows": [rows[n] for n in names], "unfinished": unfinished,
+           "untested": untested,
            "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None,
            "fidelity": fidelity([rows[n] for n in names]), "findings": read_findings(study_dir)}
     if not figures or not names:
@@ -423,6 +433,7 @@ def _mark(row) -> str:
     return "" if row["comparable"] else "†"
 
 
+UNTESTED_LINE = "Trained without the test set (test=false; not in the table)"
 NOTE_BEYOND = ("‡ beyond the study: a recipe the study did not run (cifarlab's own), listed with its "
                "epochs and training time beside the study's.")
 
@@ -578,6 +589,8 @@ def render_md(rep: dict) -> str:
         md += [NOTE_BEYOND, ""] + [f"- {b}" for b in beyond] + [""]
     if rep["unfinished"]:
         md += [f"Not finished (not in the table): {', '.join(rep['unfinished'])}", ""]
+    if rep.get("untested"):
+        md += [f"{UNTESTED_LINE}: {', '.join(rep['untested'])}", ""]
     md += ["## Against the published figures", "", RULE, "", f"**{fidelity_summary(rep)}**", ""]
     if rep.get("fidelity"):
         md += [table(*fidelity_table(rep)), ""]
@@ -684,6 +697,8 @@ def render_html(rep: dict, study_dir: Path) -> str:
                      + "</ul>")
     if rep["unfinished"]:
         parts.append(f"<p>Not finished (not in the table): {e(', '.join(rep['unfinished']))}</p>")
+    if rep.get("untested"):
+        parts.append(f"<p>{e(UNTESTED_LINE)}: {e(', '.join(rep['untested']))}</p>")
     parts.append(f"<h2>Against the published figures</h2><p>{e(RULE)}</p><p><b>{e(fidelity_summary(rep))}</b></p>")
     if rep.get("fidelity"):
         parts.append(table(*fidelity_table(rep), text_cols=(0, 1, 7), cls="fidelity"))
@@ -803,15 +818,21 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
                      _duration(r["wall_seconds"]), r.get("arithmetic", "?"), _short_device(r["device"])]
             lines.append("| " + " | ".join(cells) + " |")
         if missing:
-            where = []
+            where, untested = [], []
             for sd in missing:
-                k = epochs_done(study_dir / "runs" / name / f"seed{sd}")
+                run_dir = study_dir / "runs" / name / f"seed{sd}"
+                if (run_dir / "summary.json").is_file():  # finished, but trained with test=false
+                    untested.append(f"seed {sd}")
+                    continue
+                k = epochs_done(run_dir)
                 where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
+            said = ([f"not finished: {', '.join(where)}"] if where else []) + \
+                ([f"trained without the test set: {', '.join(untested)}"] if untested else [])
             preset = load_preset(name) if name in preset_names() else None
             # the published figures once per preset: on the finished seeds' row when there is one
             ref = preset.reference if preset else {}
             refs = ["", ""] if r else [_f(ref.get(k)) for k in ("seed_report", "article")]
-            cells = [name, str(preset.epochs if preset else "?"), "not finished: " + ", ".join(where), "", refs[0],
+            cells = [name, str(preset.epochs if preset else "?"), "; ".join(said), "", refs[0],
                      "", refs[1], "", "", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
     if beyond:

@@ -41,10 +41,10 @@ def group_runs(run_dirs) -> tuple[list[dict], list[str]]:
     groups: list[dict] = []
     skipped, seen = [], set()
     for d in map(Path, run_dirs):
-        if d.resolve() in seen:  # overlapping globs: one run counted twice would be a fake replicate
+        if (real := d.resolve()) in seen:  # overlapping globs: one run counted twice would be a fake replicate
             skipped.append(f"{d} (given twice; counted once)")
             continue
-        seen.add(d.resolve())
+        seen.add(real)
         if not (d / "config.yaml").is_file():
             skipped.append(f"{d} (not a run folder)")
             continue

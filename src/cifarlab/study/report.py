@@ -820,11 +820,11 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
         if missing:
             where, untested = [], []
             for sd in missing:
-                run_dir = study_dir / "runs" / name / f"seed{sd}"
-                if (run_dir / "summary.json").is_file():  # finished, but trained with test=false
+                run = f"runs/{name}/seed{sd}"
+                if run in rep.get("untested", ()):  # finished, but trained with test=false (load_runs)
                     untested.append(f"seed {sd}")
                     continue
-                k = epochs_done(run_dir)
+                k = epochs_done(study_dir / run)
                 where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
             said = ([f"not finished: {', '.join(where)}"] if where else []) + \
                 ([f"trained without the test set: {', '.join(untested)}"] if untested else [])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cifarlab import optim as O
-from cifarlab.config import from_dict
+from cifarlab.config import ConfigError, from_dict
 from cifarlab.models import VGG
 
 
@@ -89,3 +89,22 @@ def test_adamw_groups_and_keras_defaults():
     groups = {g["name"]: g for g in O.build_optimizer(net, cfg).param_groups}
     assert all(p.ndim >= 2 for p in groups["decay"]["params"])
     assert all(p.ndim == 1 for p in groups["no_decay"]["params"])
+
+
+@pytest.mark.parametrize("mult", [1.0, 1.2, 2.0, 3.0])
+def test_every_restart_mult_the_config_accepts_gives_a_rate_at_every_step(mult):
+    cfg = from_dict({"schedule": "cosine_restarts", "restart_mult": mult, "decay_epochs": 1, "epochs": 40,
+                     "lr": 0.1, "min_lr_factor": 0.1})
+    lr = O.build_schedule(cfg, steps_per_epoch=5)
+    rates = [lr(s) for s in range(40 * 5 + 1)]
+    assert all(0.01 - 1e-12 <= r <= 0.1 + 1e-12 for r in rates)
+    assert rates[0] == pytest.approx(0.1) and rates[5] == pytest.approx(0.1)  # the first restart
+
+
+def test_restart_mult_below_one_is_refused_where_the_schedule_would_fail():
+    # periods of 10, 5, 2.5, ... steps end the schedule at step 20: beyond it there is no rate
+    assert O.cosine_restarts(19, 1.0, 10, t_mul=0.5) >= 0
+    with pytest.raises(ValueError, match="math domain"):
+        O.cosine_restarts(21, 1.0, 10, t_mul=0.5)
+    with pytest.raises(ConfigError, match=r"restart_mult=0\.5: must be a finite number at least 1"):
+        from_dict({"schedule": "cosine_restarts", "restart_mult": 0.5})

@@ -287,7 +287,10 @@ def validate(cfg: Config) -> Config:
     _items("values", cfg.values, lambda k, v: _number(k, v, 0))
     _number("warmup_epochs", cfg.warmup_epochs, 0)
     _number("decay_epochs", cfg.decay_epochs, 0)
-    _number("restart_mult", cfg.restart_mult, 0, low_open=True)
+    # each period is restart_mult times the last: below 1 they shrink, and the periods' sum ends the schedule
+    # partway (optim.cosine_restarts takes the log of a negative number there)
+    _number("restart_mult", cfg.restart_mult, 1, what="a finite number at least 1 (1: equal periods; "
+            "2: each twice the last)")
     _number("min_lr_factor", cfg.min_lr_factor, 0, 1)
     _number("onecycle_pct", cfg.onecycle_pct, 0, 1, low_open=True, high_open=True)
     # the run

@@ -108,3 +108,17 @@ def test_restart_mult_below_one_is_refused_where_the_schedule_would_fail():
         O.cosine_restarts(21, 1.0, 10, t_mul=0.5)
     with pytest.raises(ConfigError, match=r"restart_mult=0\.5: must be a finite number at least 1"):
         from_dict({"schedule": "cosine_restarts", "restart_mult": 0.5})
+
+
+def test_nesterov_without_momentum_is_refused_as_torch_would_refuse_it():
+    net = VGG()
+    with pytest.raises(ValueError, match="Nesterov"):  # what a run met after loading the data
+        torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.0, nesterov=True)
+    with pytest.raises(ConfigError, match="nesterov=true needs momentum above 0.*momentum=0.9.*nesterov=false"):
+        from_dict({"optimizer": "sgd", "nesterov": True, "momentum": 0.0})
+    # the settings either side of the line build their optimiser
+    assert O.build_optimizer(net, from_dict({"nesterov": True, "momentum": 0.5})).param_groups[0]["nesterov"]
+    assert not O.build_optimizer(net, from_dict({"nesterov": False, "momentum": 0.0})).param_groups[0]["nesterov"]
+    # Adam and AdamW have no momentum setting of their own: nesterov is not theirs to refuse
+    assert isinstance(O.build_optimizer(net, from_dict({"optimizer": "adam", "nesterov": True, "momentum": 0.0})),
+                      torch.optim.Adam)

@@ -37,6 +37,7 @@ MORE_BAD = [
     ("eps=0", "eps"), ("l2=-1", "l2"), ("weight_decay=nan", "weight_decay"), ("decay_epochs=-1", "decay_epochs"),
     ("min_lr_factor=2", "min_lr_factor"), ("onecycle_pct=0", "onecycle_pct"), ("restart_mult=0", "restart_mult"),
     ("restart_mult=0.5", "restart_mult"), ("restart_mult=0.999", "restart_mult"),
+    ("nesterov=true momentum=0", "nesterov"), ("momentum=0.0 nesterov=true", "nesterov"),
     ("lookahead_decay=1.5", "lookahead_decay"), ("shift=1", "shift"), ("crop_pad=-1", "crop_pad"),
     ("crop_pad=40", "crop_pad"), ("seed=-1", "seed"), ("device=cuda:x", "device"), ("device=gpu", "device"),
     ("schedule=piecewise boundaries=[10,5] values=[0.1,0.01,0.001]", "boundaries"),
@@ -63,6 +64,7 @@ GOOD = [
     ("fast94", ["val_split=5000", "epochs=4", "warmup_epochs=0.92", "whiten_bias_epochs=1", "test=false"]),
     ("fast_combined", ["epochs=30", "warmup_epochs=6"]), ("vgg3", ["model=fast94", "widths=[64,256,256]"]),
     ("cosine_restarts", ["restart_mult=1"]), ("cosine_restarts", ["restart_mult=1.5"]),
+    ("vgg3", ["nesterov=true", "momentum=0.5"]), ("fast94", ["momentum=0.8"]),
 ]
 
 

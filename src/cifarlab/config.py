@@ -267,6 +267,9 @@ def validate(cfg: Config) -> Config:
     # the optimiser
     _number("lr", cfg.lr, 0, low_open=True)
     _number("momentum", cfg.momentum, 0, 1, high_open=True)
+    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum == 0:
+        raise ConfigError("nesterov=true needs momentum above 0 (Nesterov's step is a look-ahead along the "
+                          "momentum); set momentum, e.g. momentum=0.9, or nesterov=false")
     if not (isinstance(cfg.betas, list) and len(cfg.betas) == 2):
         raise ConfigError(f"betas={cfg.betas!r}: must be two numbers, e.g. [0.9, 0.999]")
     _items("betas", cfg.betas, lambda k, v: _number(k, v, 0, 1, high_open=True))

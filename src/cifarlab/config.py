@@ -121,6 +121,19 @@ CHOICES = {
 
 FIELDS = {f.name: f for f in fields(Config)}
 _HINTS = typing.get_type_hints(Config)
+# list keys whose elements are real numbers: an element written as text ("1e-3") is read as one
+NUMBER_LISTS = ("dropout", "betas", "boundaries", "values")
+
+
+def _text_number(v):
+    """A list element written as text that reads as a number, as that float; anything else as it is
+    (validation then names the element)."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
 
 
 def _check_type(key: str, value):
@@ -145,6 +158,8 @@ def _check_type(key: str, value):
         if t is str and isinstance(value, str):
             return value
         if t is list and isinstance(value, (list, tuple)):
+            if key in NUMBER_LISTS:  # "1e-3" inside a list is text to YAML 1.1 too
+                return [_text_number(v) for v in value]
             return list(value)
         if t is dict and isinstance(value, dict):
             return value

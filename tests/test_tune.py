@@ -1,5 +1,6 @@
 """`cifarlab tune`: search-space parsing, and a tiny real sweep on a private Ray instance."""
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -32,6 +33,50 @@ def test_without_ray_the_error_says_what_to_install(tmp_path):
                        timeout=120)
     assert p.returncode == 2
     assert "cifarlab[ray]" in p.stderr and "Traceback" not in p.stderr
+
+
+# Each case is main() in one process where `import ray` fails: a command refused before Ray starts
+# ends with its own error; one that reaches Ray ends with the error that says to install it.
+CHECKS = {
+    "grace 0": (["--grace-period", "0"], "--grace-period 0: must be a whole number of epochs from 1 to the trials' 4"),
+    "grace -1": (["--grace-period", "-1"], "--grace-period -1: must be a whole number"),
+    "grace beyond": (["--grace-period", "5"], "--grace-period 5: must be a whole number of epochs from 1 to the "
+                                              "trials' 4 epochs"),
+    "reduction 1": (["--reduction-factor", "1"], "--reduction-factor 1.0: must be a finite number above 1"),
+    "reduction 0.5": (["--reduction-factor", "0.5"], "--reduction-factor 0.5: must be a finite number above 1"),
+    "reduction nan": (["--reduction-factor", "nan"], "--reduction-factor nan: must be a finite number above 1"),
+    "reduction inf": (["--reduction-factor", "inf"], "--reduction-factor inf: must be a finite number above 1"),
+    "grace at epochs": (["--grace-period", "4", "--reduction-factor", "3"], "cifarlab[ray]"),
+}
+
+
+def test_tune_options_are_checked_before_ray_starts(tmp_path):
+    code = ("import json, sys; sys.modules['ray'] = None\n"
+            "from cifarlab.cli import main\n"
+            "out = {}\n"
+            "for name, extra in json.loads(sys.argv[1]).items():\n"
+            "    opts = [a for a in extra if '=' not in a]; fixed = [a for a in extra if '=' in a]\n"
+            "    rc = main(['tune', 'vgg3', *fixed, '--param', 'lr=uniform(0.001,0.01)', '--epochs', '4',\n"
+            "               '--subset', '100', '--out', sys.argv[2] + '/' + str(len(out)), *opts])\n"
+            "    out[name] = rc\n"
+            "    print('@@', name, file=sys.stderr, flush=True)\n"
+            "print(json.dumps(out))\n")
+    p = subprocess.run([sys.executable, "-c", code, json.dumps({k: v[0] for k, v in CHECKS.items()}),
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    codes = json.loads(p.stdout.strip().splitlines()[-1])
+    # stderr: each case's lines, then its "@@ name" marker
+    errors, lines = {}, []
+    for line in p.stderr.splitlines():
+        if line.startswith("@@ "):
+            errors[line[3:]], lines = lines, []
+        else:
+            lines.append(line)
+    for name, (_, words) in CHECKS.items():
+        assert codes[name] == 2, (name, errors[name])
+        err = [x for x in errors[name] if x.startswith("cifarlab tune: error: ")]
+        assert len(err) == 1 and words in err[0], (name, errors[name])
+    assert not any(tmp_path.iterdir())  # nothing written by any of them
 
 
 def test_tiny_sweep_writes_table_and_best_preset(tmp_path):

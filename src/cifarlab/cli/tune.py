@@ -9,7 +9,7 @@ from pathlib import Path
 from ..study import tune
 from ..config import from_dict, resolve_config
 from ..errors import UsageError
-from ..study.tune import default_val_split, format_table, parse_param, run_search
+from ..study.tune import check_asha, default_val_split, format_table, parse_param, run_search
 from .common import add_data
 
 
@@ -61,6 +61,7 @@ def cmd_tune(args) -> int:
         if args.val_split == 0 or "val_split=0" in args.overrides:
             raise UsageError("tune validates on held-out training images; val_split must be above 0")
         cfg = from_dict({"val_split": default_val_split(cfg)}, cfg)
+    check_asha(args.grace_period, args.reduction_factor, cfg.epochs)  # before Ray starts
     cfg.threads = cfg.threads or max(1, int(args.cpus_per_trial))
     cfg.checkpoint_every = 1  # Tune's trial checkpoints are the run's per-epoch checkpoints
     out = Path(args.out or f"tunes/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")

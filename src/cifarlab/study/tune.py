@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -114,6 +115,17 @@ def search_space(params: list[tuple[str, str, list]]) -> dict:
     return space
 
 
+def check_asha(grace_period, reduction_factor, epochs: int) -> None:
+    """Refuse ASHA settings that Ray would refuse (an assertion, after Ray has started) or that cannot work."""
+    if isinstance(grace_period, bool) or not isinstance(grace_period, int) or not 1 <= grace_period <= epochs:
+        raise ConfigError(f"--grace-period {grace_period}: must be a whole number of epochs from 1 to the "
+                          f"trials' {epochs} epochs (ASHA stops no trial before it; default 1)")
+    if not (isinstance(reduction_factor, (int, float)) and not isinstance(reduction_factor, bool)
+            and math.isfinite(reduction_factor) and reduction_factor > 1):
+        raise ConfigError(f"--reduction-factor {reduction_factor}: must be a finite number above 1 (ASHA keeps "
+                          f"1 trial in this many at each rung; default 2)")
+
+
 def default_val_split(cfg) -> int:
     """A tenth of the training images in use, in whole shares of the 10 classes."""
     n = cfg.subset or 50_000
@@ -192,6 +204,7 @@ def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cp
     baseline: the first trial takes the preset's own values, a reference at the same budget.
     preset: the preset name base_cfg came from (best.yaml then says `base: preset`).
     """
+    check_asha(grace_period, reduction_factor, base_cfg.epochs)  # before Ray starts
     from .cluster import connect
     # Tune warns when a trial checkpoints every few seconds; with small epochs that is the design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

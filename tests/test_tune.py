@@ -8,7 +8,9 @@ import sys
 import pytest
 import yaml
 
-from cifarlab.config import ConfigError, load_file
+from cifarlab.cli.tune import tune_config
+from cifarlab.config import ConfigError, load_file, train_images
+from cifarlab.errors import UsageError
 from cifarlab.study.tune import parse_param
 from netns import loopback_only, require_loopback_namespace
 
@@ -47,6 +49,8 @@ CHECKS = {
     "reduction nan": (["--reduction-factor", "nan"], "--reduction-factor nan: must be a finite number above 1"),
     "reduction inf": (["--reduction-factor", "inf"], "--reduction-factor inf: must be a finite number above 1"),
     "grace at epochs": (["--grace-period", "4", "--reduction-factor", "3"], "cifarlab[ray]"),
+    "test=false": (["test=false"], "cifarlab[ray]"),  # the default val_split applies before the check
+    "val_split=0": (["test=false", "--val-split", "0"], "val_split must be above 0"),
 }
 
 
@@ -77,6 +81,22 @@ def test_tune_options_are_checked_before_ray_starts(tmp_path):
         err = [x for x in errors[name] if x.startswith("cifarlab tune: error: ")]
         assert len(err) == 1 and words in err[0], (name, errors[name])
     assert not any(tmp_path.iterdir())  # nothing written by any of them
+
+
+def test_tune_holds_out_a_tenth_before_the_config_is_checked(tmp_path):
+    cfg = tune_config("vgg3", ["test=false"], subset=100)
+    assert (cfg.test, cfg.subset, cfg.val_split, cfg.comparable) == (False, 100, 10, False)
+    assert tune_config("vgg3", ["test=false"]).val_split == 5000
+    assert tune_config("vgg3", ["test=false", "val_split=200"], subset=1000).val_split == 200
+    assert tune_config("fast94", [], val_split=500).val_split == 500
+    (tmp_path / "t.yaml").write_text("base: vgg3\ntest: false\nsubset: 2000\n")  # a file that says test=false
+    assert tune_config(str(tmp_path / "t.yaml"), []).val_split == 200
+    with pytest.raises(UsageError, match="held-out training images; val_split must be above 0"):
+        tune_config("vgg3", ["val_split=0"])
+    with pytest.raises(ConfigError, match="subset=-10"):  # the default does not hide a bad setting
+        tune_config("vgg3", ["test=false"], subset=-10)
+    # the trials train on what was held out of a class-balanced subset
+    assert train_images(tune_config("vgg3", ["test=false"], subset=1000)) == 900
 
 
 def test_tiny_sweep_writes_table_and_best_preset(tmp_path):

@@ -323,7 +323,8 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def from_dict(d: dict, base: Config | None = None) -> Config:
+def from_dict(d: dict, base: Config | None = None, check: bool = True) -> Config:
+    """`base` (default: the defaults) with the keys of `d`, type-checked; `check`: validated as a whole too."""
     cfg = dataclasses.replace(base) if base else Config()
     unknown = sorted(set(d) - set(FIELDS))
     if unknown:
@@ -331,7 +332,7 @@ def from_dict(d: dict, base: Config | None = None) -> Config:
                           f"Valid keys: {', '.join(FIELDS)}")
     for k, v in d.items():
         setattr(cfg, k, _check_type(k, v))
-    return validate(cfg)
+    return validate(cfg) if check else cfg
 
 
 def to_dict(cfg: Config) -> dict:
@@ -399,13 +400,14 @@ def read_yaml(path: str | Path) -> dict:
     return d
 
 
-def load_file(path: str | Path) -> Config:
+def load_file(path: str | Path, check: bool = True) -> Config:
+    """A config file (`base: PRESET` and keys); `check`: validated as a whole too (its keys' types always are)."""
     path = Path(path)
     d = read_yaml(path)
     base = load_preset(d.pop("base")) if "base" in d else None
     d.setdefault("name", path.stem)
     try:
-        return from_dict(d, base)
+        return from_dict(d, base, check)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -445,10 +447,18 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
     return from_dict(parse_overrides(items), cfg)
 
 
-def resolve_config(preset: str | None, config: str | None, overrides: list[str]):
-    """Preset or file, then overrides; a run scaled away from its preset is marked not comparable."""
-    base = load_file(config) if config else load_preset(preset or "vgg3")
-    cfg = apply_overrides(base, overrides)
+def resolve_config(preset: str | None, config: str | None, overrides: list[str], complete=None):
+    """Preset or file, then overrides; a run scaled away from its preset is marked not comparable.
+
+    complete(cfg, given), when given, fills in settings the caller defaults (tune's val_split)
+    before the config is checked; `given` is the overrides as a dict.
+    """
+    base = load_file(config, check=complete is None) if config else load_preset(preset or "vgg3")
+    given = parse_overrides(overrides)
+    cfg = from_dict(given, base, check=complete is None)
+    if complete is not None:
+        complete(cfg, given)
+        validate(cfg)
     if cfg.epochs != base.epochs or cfg.subset != base.subset:
         cfg.comparable = False
     return cfg

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..study import tune
-from ..config import from_dict, resolve_config
+from ..config import resolve_config
 from ..errors import UsageError
 from ..study.tune import check_asha, default_val_split, format_table, parse_param, run_search
 from .common import add_data
@@ -43,6 +43,27 @@ def add_parser(sub, help: str) -> None:
     p.set_defaults(func=cmd_tune)
 
 
+def _is_file(preset: str) -> bool:
+    return preset.endswith((".yaml", ".yml")) or os.sep in preset
+
+
+def tune_config(preset: str, overrides: list[str], epochs=None, subset=None, val_split=None):
+    """The trials' base config: PRESET (a name or a YAML file), the fixed overrides, the budget options;
+    without a val_split from any of them, a tenth of the training images is held out. That default is
+    filled in before the config is checked, so that test=false (which needs a held-out split) is accepted."""
+    budget = [f"{k}={v}" for k, v in (("epochs", epochs), ("subset", subset), ("val_split", val_split))
+              if v is not None]
+
+    def complete(cfg, given):
+        if cfg.val_split == 0:
+            if "val_split" in given:
+                raise UsageError("tune validates on held-out training images; val_split must be above 0")
+            cfg.val_split = default_val_split(cfg)
+
+    return resolve_config(None if _is_file(preset) else preset, preset if _is_file(preset) else None,
+                          overrides + budget, complete)
+
+
 def cmd_tune(args) -> int:
     args.preset, args.overrides = args.args[0], args.args[1:]
     if "=" in args.preset:
@@ -52,15 +73,8 @@ def cmd_tune(args) -> int:
     if args.samples < 1:
         raise UsageError("--samples must be at least 1")
     params = [parse_param(s) for s in args.param]
-    is_file = args.preset.endswith((".yaml", ".yml")) or os.sep in args.preset
-    budget = [f"{k}={v}" for k, v in (("epochs", args.epochs), ("subset", args.subset),
-                                       ("val_split", args.val_split)) if v is not None]
-    cfg = resolve_config(None if is_file else args.preset, args.preset if is_file else None,
-                         args.overrides + budget)
-    if cfg.val_split == 0:
-        if args.val_split == 0 or "val_split=0" in args.overrides:
-            raise UsageError("tune validates on held-out training images; val_split must be above 0")
-        cfg = from_dict({"val_split": default_val_split(cfg)}, cfg)
+    is_file = _is_file(args.preset)
+    cfg = tune_config(args.preset, args.overrides, args.epochs, args.subset, args.val_split)
     check_asha(args.grace_period, args.reduction_factor, cfg.epochs)  # before Ray starts
     cfg.threads = cfg.threads or max(1, int(args.cpus_per_trial))
     cfg.checkpoint_every = 1  # Tune's trial checkpoints are the run's per-epoch checkpoints

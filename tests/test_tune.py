@@ -11,7 +11,7 @@ import yaml
 from cifarlab.cli.tune import tune_config
 from cifarlab.config import ConfigError, load_file, train_images
 from cifarlab.errors import UsageError
-from cifarlab.study.tune import parse_param
+from cifarlab.study.tune import EpochReports, parse_param
 from netns import loopback_only, require_loopback_namespace
 
 
@@ -140,3 +140,42 @@ def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
     assert best.widths == yaml.safe_load(rows[0]["widths"])
     assert best.epochs == 100  # the search's budget is not carried into the preset
     assert "val_acc" in p.stdout and "best config" in p.stdout
+
+
+def test_a_trial_trained_without_the_test_set_reports_its_last_epoch(tmp_path):
+    # the trial's reporting as Tune sees it, on a real run of test=false: every epoch, the last one too
+    from cifarlab.runfolder import read_metrics
+    from cifarlab.train import train
+    cfg = tune_config("vgg3", ["test=false", "eval_batch_size=500"], epochs=3, subset=200)
+    run = tmp_path / "run"
+    sent = []
+    reports = EpochReports(cfg.epochs, lambda metrics, ckpt: sent.append((metrics, ckpt)))
+    summary = train(cfg, run, progress=False, log=lambda *a: None, on_epoch=reports.on_epoch)
+    reports.finish(summary, run)
+    assert summary["test_acc"] is None
+    assert [m["epoch"] for m, _ in sent] == [1, 2, 3]
+    assert all(ckpt == run / "checkpoint.pt" for _, ckpt in sent)
+    assert "test_acc" not in sent[-1][0] and sent[-1][0]["val_acc"] == pytest.approx(read_metrics(run)[-1]["val_acc"])
+    # Tune restarting the finished trial: train() returns at once, the last epoch is read from the run folder
+    again = []
+    reports = EpochReports(cfg.epochs, lambda metrics, ckpt: again.append(metrics))
+    reports.finish(train(None, run, resume=True, log=lambda *a: None, on_epoch=reports.on_epoch), run)
+    assert len(again) == 1 and again[0] == pytest.approx(sent[-1][0], rel=1e-5)  # the file's 6 digits
+
+
+def test_a_test_false_search_runs_its_trials_to_the_end(tmp_path):
+    # tune's default val_split with test=false, and the trial listed as finished, on a private Ray
+    pytest.importorskip("ray", reason="the `ray` extra is not installed (scripts/install.sh test installs it)")
+    require_loopback_namespace()
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "cifarlab", "tune", "vgg3", "test=false", "eval_batch_size=500",
+           "--param", "lr=choice(0.01)", "--samples", "1", "--epochs", "2", "--subset", "200", "--cpus", "1",
+           "--out", str(out)]
+    p = subprocess.run(loopback_only(cmd), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(out / "tune.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["status"], row["epochs"]) == ("finished", "2") and math.isnan(float(row["test_acc"]))
+    cfg = load_file(f"{row['run']}/config.yaml")
+    assert (cfg.test, cfg.subset, cfg.val_split) == (False, 200, 20)
+    assert json.loads((out / "trials" / row["trial"] / "run" / "summary.json").read_text())["test_acc"] is None

@@ -132,13 +132,46 @@ def default_val_split(cfg) -> int:
     return max(10, n // 10 // 10 * 10)
 
 
+class EpochReports:
+    """What a trial reports to Tune: each epoch's metrics, with the run's checkpoint.
+
+    The last epoch is held back until train() has returned, to go with the test accuracy
+    (ASHA ends a trial at max_t); a run trained with test=false measures none, and its
+    last epoch is reported all the same, without one. `send(metrics, checkpoint)` does
+    the reporting: checkpoint is the run's checkpoint.pt, or None before there is one.
+    """
+
+    def __init__(self, epochs: int, send):
+        self.epochs, self.send, self.last = epochs, send, None
+
+    def on_epoch(self, row, model, run_dir) -> None:  # train()'s on_epoch
+        if row["epoch"] == self.epochs:
+            self.last = row
+            return
+        self._send(row, Path(run_dir))
+
+    def finish(self, summary: dict, run_dir) -> None:
+        """After train(): the last epoch; when Tune restarted a trial that had already finished
+        its run, train() returned at once and the row is on disk."""
+        from ..runfolder import read_metrics
+        run_dir = Path(run_dir)
+        self._send(self.last or read_metrics(run_dir)[-1], run_dir, summary.get("test_acc"))
+
+    def _send(self, row, run_dir: Path, test_acc=None) -> None:
+        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                                       "epoch_seconds")}
+        if test_acc is not None:
+            metrics["test_acc"] = test_acc
+        ckpt = run_dir / "checkpoint.pt"
+        self.send(metrics, ckpt if ckpt.is_file() else None)
+
+
 def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
     """One trial: the base config with the sampled values, trained epoch by epoch."""
     from ray import tune
 
     from .cluster import task_setup
     task_setup()  # before train's imports
-    from ..runfolder import read_metrics
     from ..train import train
     cfg = from_dict(decode(config, encoded), from_dict(base))
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -150,29 +183,19 @@ def _trainable(config: dict, base: dict, data_path, encoded: set = frozenset()):
                 atomic_write(run_dir / "checkpoint.pt", lambda f: shutil.copyfileobj(src, f))
         resume = True
 
-    last = {}
-
-    def report(row, model, run_dir, test_acc=None):
-        metrics = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                                       "epoch_seconds")}
-        if row["epoch"] == cfg.epochs and test_acc is None:
-            last.update(row)  # reported below with the test accuracy: ASHA ends the trial at max_t
-            return
-        if test_acc is not None:
-            metrics["test_acc"] = test_acc
-        if (run_dir / "checkpoint.pt").is_file():
-            with tempfile.TemporaryDirectory() as tmp:
-                shutil.copy(run_dir / "checkpoint.pt", Path(tmp) / "checkpoint.pt")
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-        else:
+    def send(metrics, checkpoint):
+        if checkpoint is None:
             tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(checkpoint, Path(tmp) / "checkpoint.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
+    reports = EpochReports(cfg.epochs, send)
     # without a checkpoint a restarted trial starts over (force): its folder may hold a start cut short
     summary = train(None if resume else cfg, run_dir, data_path=data_path, resume=resume, force=not resume,
-                    log=lambda *a: None, progress=False, command=["cifarlab", "tune"], on_epoch=report)
-    # The last epoch is reported here, with the test accuracy; when Tune restarted a trial
-    # that had already finished its run, train() returned at once and the row is on disk.
-    report(last or read_metrics(run_dir)[-1], None, run_dir, test_acc=summary["test_acc"])
+                    log=lambda *a: None, progress=False, command=["cifarlab", "tune"], on_epoch=reports.on_epoch)
+    reports.finish(summary, run_dir)
 
 
 class _Lines:

@@ -271,3 +271,20 @@ def test_ctrl_c_stops_the_whole_study_and_every_run_resumes(tmp_path):
     again = cli("study", "--out", study, "--only", "vgg1", "--workers", "1", *over)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "vgg1/seed0: resumed" in again.stdout and (first / "summary.json").exists()
+
+
+def test_resume_with_out_is_refused_and_touches_neither_folder(tmp_path):
+    # --resume continues RUN in place: an --out beside it named a second folder that was never used
+    from cifarlab.config import apply_overrides, load_preset
+    from cifarlab.train import train
+    run = tmp_path / "run"
+    cfg = apply_overrides(load_preset("vgg1"), TINY[:-1] + ["epochs=2", "test=false"])
+    train(cfg, run, progress=False, log=lambda *a: None)
+    (run / "summary.json").unlink()  # as a run cut short after its last checkpoint: one that would resume
+    before = _snapshot(run)
+    p = cli("train", "--resume", run, "--out", tmp_path / "elsewhere", cwd=tmp_path)
+    assert p.returncode == 2
+    line = error_line(p)
+    assert f"--resume continues the run in {run} in place" in line and "Drop --out" in line
+    assert f"--config {run / 'config.yaml'} --out {tmp_path / 'elsewhere'}" in line
+    assert _snapshot(run) == before and not (tmp_path / "elsewhere").exists() and not (tmp_path / "runs").exists()

@@ -17,7 +17,8 @@ def add_parser(sub, help: str) -> None:
     src.add_argument("--preset", help="preset name (see `cifarlab presets`)")
     src.add_argument("--config", help="YAML config file (may say `base: PRESET`)")
     src.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP); one that holds a run is refused")
+    p.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP); one that holds a run is refused "
+                                 "(--resume continues its run in place and takes no --out)")
     p.add_argument("--force", action="store_true",
                    help="start the run in --out over, deleting the run already there")
     add_data(p)
@@ -33,6 +34,10 @@ def cmd_train(args) -> int:
             raise UsageError("--resume continues a run with its own config; overrides are not allowed")
         if args.force:
             raise UsageError("--resume continues a run and --force starts one over; give one of them")
+        if args.out:
+            raise UsageError(f"--resume continues the run in {args.resume} in place; --out {args.out} names "
+                             f"another folder. Drop --out (to train that config into a new folder: "
+                             f"--config {Path(args.resume) / 'config.yaml'} --out {args.out})")
         if not Path(args.resume).is_dir():
             raise UsageError(f"--resume {args.resume}: no such run folder")
         args.run_dir = args.resume

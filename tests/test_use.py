@@ -156,6 +156,21 @@ def test_evaluate_writes_its_files_and_matches_the_run(run):
     assert json.loads((run / "evaluation.json").read_text()) == result  # the plain results are kept
 
 
+def test_evaluate_measures_a_run_trained_without_the_test_set(tmp_path):
+    # test=false: summary.json has no test accuracy; evaluate measures one and says so
+    run = tmp_path / "run"
+    cfg = apply_overrides(load_preset("vgg1"), ["subset=300", "val_split=100", "epochs=1", "test=false"])
+    train(cfg, run, progress=False, log=lambda *a: None)
+    assert json.loads((run / "summary.json").read_text())["test_acc"] is None
+    r = cli("evaluate", run)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((run / "evaluation.json").read_text())
+    assert result["images"] == 10_000 and 0 <= result["test_acc"] <= 1
+    assert f"test accuracy {result['test_acc']:.4f}  test loss {result['test_loss']:.4f}" in r.stdout
+    assert "(summary.json has none: the run was trained with test=false)" in r.stdout
+    assert (run / "confusion.png").is_file()
+
+
 def test_onnx_export_agrees_with_pytorch(run, model, cifar, tmp_path):
     import onnx
     import onnxruntime as ort

@@ -39,7 +39,9 @@ def cmd_evaluate(args) -> int:
     line = f"test accuracy {r['test_acc']:.4f}  test loss {r['test_loss']:.4f}"
     summary = run / "summary.json"
     if summary.is_file() and not args.tta:
-        line += f"  (summary.json: {json.loads(summary.read_text())['test_acc']:.4f})"
+        reported = json.loads(summary.read_text()).get("test_acc")
+        line += (f"  (summary.json: {reported:.4f})" if reported is not None else
+                 "  (summary.json has none: the run was trained with test=false)")
     print(line)
     try:
         files = write_evaluation(run, r, model.config.get("name"), args.tta)

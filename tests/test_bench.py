@@ -127,3 +127,42 @@ def test_cli_writes_json(tmp_path):
     m = r["models"][0]
     for k in ("eval_fp32", "eval_bf16"):  # the whole 10,000-image test set, timed
         assert m[k]["images"] == 10_000 and m[k]["seconds"] > 0 and 0 <= m[k]["acc"] <= 1
+
+
+BAD_OPTIONS = [
+    (["--models", "vgg3,resnet"], "unknown model 'resnet'; choose from: vgg3, combined"),
+    (["--contenders", "cifarlab,tf,jax"],
+     "unknown contenders 'tf', 'jax'; choose from: cifarlab, plain, keras, cifarlab-bf16, keras-bf16"),
+    (["--reps", "0"], "--reps 0: must be 1 or more"),
+    (["--steps", "0"], "--steps 0: must be 1 or more"),
+    (["--steps", "3", "--subset", "500"], "--steps 3: 3 steps and 5 warm-up steps of batch 64 need 512 distinct "
+                                          "training images, and --subset 500 gives 500; use --steps 2 or fewer, "
+                                          "or --subset 512 or more"),
+    (["--steps", "800"], "no subset is that large: at most 776 steps fit in the 50,000 training images"),
+    (["--subset", "60000"], "--subset 60000 is not a subset a run takes (subset=60000: must be a whole number"),
+    (["--models", "combined", "--runs", "x", "--reps", "-1"], "--reps -1"),
+]
+
+
+@pytest.mark.parametrize("argv,words", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_options_are_refused_before_any_work(argv, words):
+    logged = []
+    with pytest.raises(bench.BenchError) as e:
+        bench.run(parse(*argv), log=logged.append)
+    assert words in str(e.value)
+    assert logged == []  # not even the device: no thread set-up, no peak, no data
+
+
+def test_the_steps_bound_is_the_subset_s_distinct_batches():
+    bench.check_args(parse("--steps", "2", "--subset", "500"))  # 7 batches of 64 in 500 images
+    bench.check_args(parse("--steps", "776", "--subset", "0"))  # 0: all 50,000
+    with pytest.raises(bench.BenchError, match="--subset 49984 or more"):
+        bench.check_args(parse("--steps", "776", "--subset", "40000"))
+    bench.check_args(parse("--runs", "x", "--steps", "1000"))  # --runs alone measures no model
+
+
+def test_cli_refuses_bad_options_in_one_line(capsys):
+    from cifarlab.cli import main
+    assert main(["bench", "--models", "resnet", "--reps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cifarlab bench: error: unknown model 'resnet'; choose from: vgg3, combined"]

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import apply_overrides, load_preset
+from ..config import TRAIN_IMAGES, ConfigError, apply_overrides, load_preset, train_images
+from ..errors import CifarlabError
 from ..machine import cpu_name
 from ..runfolder import command_words, read_metrics, read_summary
 from ..train import (bf16_units, build_training, evaluate, make_batch, pick_device, prepare_data, setup_threads,
@@ -48,6 +49,11 @@ MODELS = {"vgg3": VGG3, "combined": COMBINED}
 CONTENDERS = ("cifarlab", "plain", "keras", "cifarlab-bf16", "keras-bf16")
 BF16 = ("cifarlab-bf16", "keras-bf16")
 KERAS = ("keras", "keras-bf16")
+WARMUP = 5  # untimed steps of each contender before the repetitions
+
+
+class BenchError(CifarlabError, ValueError):
+    """A bench option that cannot work; the message lists what is valid."""
 
 
 def bench_config(model_overrides: list[str], extra: list[str] = (), subset: int = 4000):
@@ -282,14 +288,31 @@ def keras_available(python: str) -> str | None:
 
 # --- the bench -------------------------------------------------------------------------
 
+def _steps_fit(name: str, steps: int, subset: int, warmup: int = WARMUP) -> None:
+    """Every step a full, distinct batch: the warm-up and one repetition must fit in the subset."""
+    try:
+        cfg = bench_config(MODELS[name], [], subset)
+    except ConfigError as e:
+        raise BenchError(f"--subset {subset} is not a subset a run takes ({e})") from None
+    n, bs = train_images(cfg), cfg.batch_size
+    need = (steps + warmup) * bs
+    if n < need:
+        most = n // bs - warmup
+        fix = f"use --steps {most} or fewer, or " if most >= 1 else ""
+        fix += (f"--subset {need} or more" if need <= TRAIN_IMAGES
+                else f"no subset is that large: at most {TRAIN_IMAGES // bs - warmup} steps fit in the "
+                     f"{TRAIN_IMAGES:,} training images")
+        raise BenchError(f"--steps {steps}: {steps} steps and {warmup} warm-up steps of batch {bs} need {need:,} "
+                         f"distinct training images, and --subset {subset} gives {n:,}; {fix}")
+
+
 def bench_model(name: str, contenders, reps: int, steps: int, subset: int, device, log=print,
-                keras_python: str | None = None, plain_workers: int = 0, warmup: int = 5,
+                keras_python: str | None = None, plain_workers: int = 0, warmup: int = WARMUP,
                 probe=None) -> dict:
     """Alternate the contenders `reps` times; `probe()`, when given, runs once per repetition too
     (the peak's matmul, so it samples the same machine load as the contenders)."""
+    _steps_fit(name, steps, subset, warmup)
     cfg = bench_config(MODELS[name], [f"device={device.type}"], subset)
-    if subset < (steps + warmup) * cfg.batch_size:  # every step a full, distinct batch
-        raise ValueError(f"subset={subset} is too small for {steps}+{warmup} steps of {cfg.batch_size}")
     runners, notes = {}, {}
     own = CifarlabContender(cfg, device)
     runners["cifarlab"] = own
@@ -379,11 +402,32 @@ def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     return None
 
 
+def _models(args) -> list[str]:
+    return [m for m in (args.models if args.models is not None else
+                        "" if args.runs else "vgg3,combined").split(",") if m]
+
+
+def check_args(args) -> None:
+    """Refuse, before any work, options that would fail part-way: unknown names, no repetitions or
+    steps, more steps than the subset holds distinct batches."""
+    for what, given, valid in (("model", _models(args), MODELS), ("contender", args.contenders.split(","),
+                                                                  CONTENDERS)):
+        bad = [x for x in given if x and x not in valid]
+        if bad:
+            raise BenchError(f"unknown {what}{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; "
+                             f"choose from: {', '.join(valid)}")
+    for opt, v in (("--reps", args.reps), ("--steps", args.steps)):
+        if v < 1:
+            raise BenchError(f"{opt} {v}: must be 1 or more")
+    for name in _models(args):
+        _steps_fit(name, args.steps, args.subset)
+
+
 def run(args, log=print, command=None) -> dict:
     """The benchmark `args` (bench's command-line options) ask for; `command` (the command line)
     is recorded in the result, none when None."""
-    models = [m for m in (args.models if args.models is not None else
-                          "" if args.runs else "vgg3,combined").split(",") if m]
+    check_args(args)
+    models = _models(args)
     setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
     device = pick_device(args.device)
     result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
@@ -392,9 +436,6 @@ def run(args, log=print, command=None) -> dict:
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"
     contenders = [c for c in args.contenders.split(",") if c]
-    bad = sorted(set(contenders) - set(CONTENDERS))
-    if bad:
-        raise ValueError(f"unknown contender {', '.join(bad)}; choose from: {', '.join(CONTENDERS)}")
     probe = None
     if not args.peak_gflops and not args.no_peak and models:
         # A shared machine lowers any one measurement: sample the peak once per repetition
@@ -409,8 +450,6 @@ def run(args, log=print, command=None) -> dict:
                 peaks16.append(measure_peak_gflops(device, seconds=1.0, dtype=torch.bfloat16))
         result["peak_source"] = "measured: best of sgemm 2048 and a 3x3 conv 512->512, over the run"
     for name in models:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
         m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
                         args.keras_python, args.plain_workers, probe=probe)
         own = m.pop("_own")

@@ -407,7 +407,9 @@ def test_crafted_archive_extracts_nothing_outside(tmp_path, monkeypatch, library
             D._extract(archive, dest)
         msg = str(e.value)
         assert str(archive) in msg and repr(members[0][0].name) in msg and "nothing was extracted" in msg, msg
-        assert sorted(p.name for p in dest.iterdir()) == ["cifar-10-binary.tar.gz"], case
+        # the archive, and the lock file unpacking holds (empty)
+        assert sorted(p.name for p in dest.iterdir()) == [".cifar-10-batches-bin.lock", "cifar-10-binary.tar.gz"]
+        assert (dest / ".cifar-10-batches-bin.lock").stat().st_size == 0, case
     planted = [p for p in tmp_path.rglob("*") if "planted" in p.name or p.name in ("passwd", "null", "out")]
     assert planted == [] and list(outside.iterdir()) == []
 

@@ -3,6 +3,7 @@ import http.server
 import os
 import pickle
 import shutil
+import socketserver
 import subprocess
 import sys
 import tarfile
@@ -234,6 +235,71 @@ def test_a_second_worker_waits_for_the_unpacking_and_reuses_its_folder(where, ma
     assert (folder.stat().st_ino, (folder / "data_batch_1.bin").stat().st_ino) == made  # reused, not unpacked again
     assert requests == [] and not (cache / "cifarlab" / "cifar-10-binary.tar.gz").exists()  # nothing downloaded
     assert not list(dest.glob(".extract*")) and not list(dest.glob("*.part"))
+
+
+@pytest.mark.parametrize("url, why", [
+    ("cifar-10-binary.tar.gz", "no scheme"),
+    ("www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "no scheme"),
+    ("localhost:8000/cifar-10-binary.tar.gz", "unknown scheme localhost://"),
+    ("gopher://example.org/cifar-10-binary.tar.gz", "unknown scheme gopher://"),
+    ("http:///cifar-10-binary.tar.gz", "no host"),
+    ("https://", "no host"),
+    ("http://[::1/cifar-10-binary.tar.gz", "Invalid IPv6 URL"),
+    ("http://127.0.0.1:port/cifar-10-binary.tar.gz", "Port could not be cast"),
+    ("http://127.0.0.1:70000/cifar-10-binary.tar.gz", "Port out of range"),
+])
+def test_a_malformed_download_url_is_a_data_error_naming_it(url, why, tmp_path, monkeypatch):
+    dest = tmp_path / "dl" / "cifar-10-binary.tar.gz"
+    with pytest.raises(D.DataError) as e:
+        D.download(url, dest, "0" * 32, progress=False)
+    msg = str(e.value)
+    assert f"the download URL {url!r} is malformed ({why}" in msg, msg
+    assert "CIFARLAB_URL" in msg and "--data PATH" in msg, msg
+    assert not dest.parent.exists()  # nothing was made for it
+    # and through the loader, as CIFARLAB_URL reaches it
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CIFARLAB_DATA")
+    monkeypatch.setenv("CIFARLAB_URL", url)
+    with pytest.raises(D.DataError, match="is malformed") as e:
+        D.load_cifar10(tmp_path / "nowhere")
+    assert "CIFAR-10 not found" in str(e.value) and not list((tmp_path / "cache").rglob("*.part"))
+
+
+@pytest.fixture
+def bad_server():
+    """A loopback server with two faulty replies: /short promises 10 MB and closes after 64 KiB,
+    /garbage answers with a line that is not HTTP."""
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self):
+            path = self.rfile.readline().split()[1]
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            if path == b"/short":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n" + b"\0" * 65536)
+            else:
+                self.wfile.write(b"HELLO THERE\r\n\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path, says", [
+    ("/short", "the connection closed after 65,536 of 10,485,760 bytes"),
+    ("/garbage", "BadStatusLine: HELLO THERE"),
+])
+def test_a_cut_short_or_garbled_download_is_a_data_error_naming_the_url(bad_server, path, says, tmp_path):
+    url = bad_server + path
+    dest = tmp_path / "dl" / "cifar-10-binary.tar.gz"
+    with pytest.raises(D.DataError) as e:
+        D.download(url, dest, "0" * 32, progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"could not download {url}: {says}. ") and "MD5" not in msg, msg
+    assert "run again" in msg and "--data PATH" in msg, msg
+    assert list(dest.parent.iterdir()) == []  # neither the file nor its .part
 
 
 def test_stratified_split_is_balanced_and_seeded(cifar):

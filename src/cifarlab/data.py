@@ -20,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import os
 import pickle
 import shutil
 import sys
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,10 +314,47 @@ def _open_archive(path: Path) -> CIFAR10:
     return _open(_extract(path, target, md5))
 
 
+def _by_hand(name: str) -> str:
+    return f"download {name} by hand (https://www.cs.toronto.edu/~kriz/cifar.html) and pass --data PATH"
+
+
+def _check_url(url: str, name: str = "cifar-10-binary.tar.gz") -> None:
+    """DataError unless `url` is a whole address urllib fetches: http(s), ftp or file, with a
+    host (and a numeric port) for the network ones."""
+    why = None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in 0-65535
+    except ValueError as e:
+        why = str(e)
+    else:
+        if not parts.scheme:
+            why = "no scheme such as https://"
+        elif parts.scheme not in ("http", "https", "ftp", "file"):
+            why = f"unknown scheme {parts.scheme}:// (http, https, ftp or file)"
+        elif parts.scheme != "file" and not parts.hostname:
+            why = "no host"
+    if why is not None:
+        raise DataError(f"the download URL {url!r} is malformed ({why}). Give a whole address such as {URL} "
+                        f"(CIFARLAB_URL sets a mirror's), or {_by_hand(name)}")
+
+
+def _length(headers) -> int | None:
+    """Content-Length, or None where it is missing or not a number."""
+    try:
+        n = int(headers.get("Content-Length") or "")
+    except ValueError:
+        return None
+    return n if n >= 0 else None
+
+
 def download(url: str, dest: Path, md5: str, progress=True) -> Path:
-    """Fetch `url` to `dest` via a `.part` file; the file appears only when its MD5 is right,
-    and the `.part` file is removed however the download ends (Ctrl-C included)."""
+    """Fetch `url` to `dest` via a `.part` file; the file appears only when it is whole and its
+    MD5 is right, and the `.part` file is removed however the download ends (Ctrl-C included).
+    A malformed URL, a failed or cut-short download: DataError naming the URL and the fix."""
     dest = Path(dest)
+    _check_url(url, dest.name)
+    again = f"Check the address and the connection and run again (nothing was kept), or {_by_hand(dest.name)}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     # .part files of downloads that were killed, and the fixed-name one of earlier versions
     sweep(dest.parent, f".{dest.name}.*.part", dest.name + ".part")
@@ -323,22 +362,35 @@ def download(url: str, dest: Path, md5: str, progress=True) -> Path:
     try:
         try:
             with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=30) as r:
-                total = int(r.headers.get("Content-Length") or 0)
+                total, got = _length(r.headers), 0
                 from .progress import Progress
                 bar = Progress(total or None, desc=f"download {dest.name}", unit="B", enabled=progress)
                 while block := r.read(1 << 20):
                     f.write(block)
+                    got += len(block)
                     bar.update(len(block))
                 bar.close()
+        except urllib.error.HTTPError as e:
+            raise DataError(f"could not download {url}: HTTP {e.code} {e.reason}. {again}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
-        got = md5sum(part)
-        if got != md5:
-            raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}; nothing was kept.")
+            raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}. {again}") from None
+        except (ValueError, http.client.HTTPException) as e:  # a reply that is not HTTP, a bad URL urllib found
+            raise DataError(f"could not download {url}: {type(e).__name__}: {_one_line(e)}. {again}") from None
+        if total is not None and got < total:
+            raise DataError(f"could not download {url}: the connection closed after {got:,} of {total:,} bytes. "
+                            f"{again}")
+        digest = md5sum(part)
+        if digest != md5:
+            raise DataError(f"downloaded {url} but its MD5 is {digest}, expected {md5}; nothing was kept. That address "
+                            f"does not serve the official {dest.name}: use {URL}, or {_by_hand(dest.name)}")
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or "no detail"
 
 
 def locate(data: str | os.PathLike | None = None) -> list[Path]:

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import cifarlab
-from cifarlab import checkpoint
+from cifarlab import checkpoint, cli as cifarlab_cli
 from cifarlab.config import apply_overrides, load_preset
 from cifarlab.data import CLASSES
-from cifarlab.inference.export import ATOL, RTOL, export_run
+from cifarlab.inference.export import ATOL, RTOL, ExportError, export_run
 from cifarlab.inference.predict import ImageError, ModelError, load_image
 from cifarlab.train import train
 
@@ -222,3 +222,25 @@ def test_clear_errors_for_what_is_not_a_model(tmp_path, run, files):
     assert r.returncode == 2 and "checkpoint.pt" in r.stderr
     with pytest.raises(ImageError, match=r"\(N, 32, 32, 3\)"):
         cifarlab.load(run).probs(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_an_export_without_onnxscript_says_so_and_writes_nothing(two_runs, tmp_path, capsys, monkeypatch):
+    """torch.onnx.export(dynamo=True) needs onnxscript: without it the export stops before any
+    work, names it, and leaves the folder (and an earlier export in it) as it was."""
+    first, second = two_runs
+    exp = tmp_path / "exp"
+    export_run(first, "safetensors", exp)
+    before = {p.name: p.read_bytes() for p in exp.iterdir()}
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # `import onnxscript` raises ImportError
+    for out in (exp, tmp_path / "fresh"):
+        with pytest.raises(ExportError) as e:
+            export_run(second, "onnx", out)
+        msg = str(e.value)
+        assert "onnx export needs onnx, onnxscript, onnxruntime; missing: onnxscript" in msg, msg
+        assert "pip install 'cifarlab[export]'" in msg
+    assert {p.name: p.read_bytes() for p in exp.iterdir()} == before
+    assert not (tmp_path / "fresh").exists()
+    rc = cifarlab_cli.main(["export", str(second), "--format", "onnx", "--out", str(exp)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "missing: onnxscript" in err, err
+    assert cifarlab.load(exp, "cpu").info["epoch"] == 1  # still the first run's export, whole

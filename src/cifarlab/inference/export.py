@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import io
 import json
 import logging
@@ -34,6 +35,8 @@ from .predict import EXPORT_CONFIG, load_checkpoint, load_export
 from ..runfolder import read_summary
 
 FORMATS = ("onnx", "safetensors")
+NEEDS = {"onnx": ("onnx", "onnxscript", "onnxruntime"),  # onnxscript: torch.onnx.export(dynamo=True)
+         "safetensors": ("safetensors",)}
 CHECK_IMAGES = 1000  # test images the export is checked on
 # ONNX vs PyTorch logits, float32 on a CPU: |onnx - torch| <= ATOL + RTOL * |torch| elementwise.
 # Different kernels sum in a different order; on this model the gap is a few 1e-6.
@@ -57,6 +60,19 @@ def describe(model, run_dir: Path) -> dict:
         "output": {"name": "logits", "shape": ["N", 10], "note": "softmax gives the class probabilities"},
         "run": str(run_dir), "epoch": model.info.get("epoch"), "test_acc": test_acc,
     }
+
+
+def require(fmt: str) -> None:
+    """ExportError naming the packages `fmt` needs that are missing, before any work is done."""
+    missing = []
+    for name in NEEDS[fmt]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportError(f"{fmt} export needs {', '.join(NEEDS[fmt])}; missing: {', '.join(missing)}. "
+                          f"Install them with: pip install 'cifarlab[export]'")
 
 
 def _reference(model, data, n: int):
@@ -90,12 +106,9 @@ def _quiet_exporter():
 
 
 def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.Tensor) -> tuple[Path, dict]:
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'cifarlab[export]'") \
-            from None
+    require("onnx")
+    import onnx
+    import onnxruntime as ort
     net = copy.deepcopy(model.net).cpu().to(memory_format=torch.contiguous_format).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep(out_dir, ".model.*.onnx")  # left by an export that was killed
@@ -125,11 +138,8 @@ def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.
 
 
 def export_safetensors(model, out_dir: Path, meta: dict) -> Path:
-    try:
-        from safetensors.torch import save
-    except ImportError:
-        raise ExportError("safetensors export needs the safetensors package: pip install 'cifarlab[export]'") \
-            from None
+    require("safetensors")
+    from safetensors.torch import save
     # Plain row-major CPU tensors: a channels_last weight is a strided view safetensors cannot store.
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
     path = out_dir / "model.safetensors"
@@ -141,6 +151,7 @@ def export_run(run_dir, fmt: str, out=None, data=None) -> dict:
     """Export a run folder's model as `fmt` into `out` (default exports/RUN_NAME); returns what was checked."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    require(fmt)
     run_dir = Path(run_dir)
     out_dir = Path(out) if out else Path("exports") / run_dir.resolve().name
     blocked = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)

@@ -1,5 +1,6 @@
 """Shared fixtures: the real CIFAR-10 copy beside the project, loaded once per session."""
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,19 @@ def data_dir() -> Path:
 def cifar(data_dir):
     from cifarlab.data import load_cifar10
     return load_cifar10(data_dir, download_ok=False)
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory, _isolated_cache):
+    """Two small real run folders holding different weights, to export: tests/fixtures/run_v0_interrupted
+    as it is (stopped after epoch 1 of 2) and a copy of it resumed to the end of epoch 2."""
+    from cifarlab.train import train
+    root = tmp_path_factory.mktemp("two_runs")
+    first, second = root / "epoch1", root / "epoch2"
+    for run in (first, second):
+        shutil.copytree(ROOT / "tests" / "fixtures" / "run_v0_interrupted", run)
+    train(None, second, resume=True, progress=False, log=lambda *a: None)
+    return first, second
 
 
 @pytest.fixture(scope="session", autouse=True)

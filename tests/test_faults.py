@@ -26,6 +26,7 @@ from cifarlab import checkpoint, cli
 from cifarlab import data as D
 from cifarlab.config import apply_overrides, load_preset
 from cifarlab.files import WriteError, writer_tag
+from cifarlab.inference.predict import ModelError
 from cifarlab.train import train
 
 # A run small enough to train in about a second an epoch on one thread.
@@ -361,6 +362,67 @@ def test_ctrl_c_that_turns_into_another_error_is_still_an_interruption(twin, tmp
     _same_run(twin, run)
 
 
+# Runs `cifarlab export` with the rename of one file into the export folder held open (the path
+# in PAUSE_AT), so the test can kill -9 the export there.
+_PAUSE_IN_EXPORT = """
+import os, sys, time
+real = os.replace
+def replace(src, dst, *a, **k):
+    if os.fspath(dst) == os.environ["PAUSE_AT"]:
+        open(os.environ["PAUSED"], "w").close()
+        time.sleep(300)
+    return real(src, dst, *a, **k)
+os.replace = replace
+from cifarlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _export_state(out: Path) -> str:
+    """What loading the export folder finds: "no model.json", or the weights model.json lists, each
+    checked against its SHA-256 (an AssertionError if any is missing or differs)."""
+    import hashlib
+    if not (out / "model.json").exists():
+        with pytest.raises(ModelError, match="no model.json"):
+            cifarlab.load(out, "cpu")
+        return "no model.json"
+    files = json.loads((out / "model.json").read_text())["files"]
+    for name, entry in files.items():
+        assert (out / name).is_file(), f"model.json lists {name}, which is missing"
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"], f"{name} is not its own"
+    return ", ".join(sorted(files))
+
+
+@pytest.mark.parametrize("pause_at", ["model.safetensors", "model.json"])
+def test_an_export_killed_while_moving_into_place_leaves_no_model_json_over_other_weights(two_runs, cifar, tmp_path,
+                                                                                         pause_at):
+    """An export of other weights over an earlier export, killed with SIGKILL as it moves its weights,
+    then its model.json, into the folder: no model.json there describes missing or different
+    weights (loading says model.json is missing), and the export run again completes, sweeping
+    what the killed one left."""
+    first, second = two_runs
+    out, paused = tmp_path / "exp", tmp_path / "paused"
+    assert cli.main(["export", str(first), "--format", "safetensors", "--out", str(out)]) == 0
+    assert _export_state(out) == "model.safetensors"
+    p = subprocess.Popen([sys.executable, "-c", _PAUSE_IN_EXPORT, "export", str(second), "--format", "safetensors",
+                          "--out", str(out)], env={**os.environ, "PAUSE_AT": str(out / pause_at),
+                                                   "PAUSED": str(paused)},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not paused.exists():
+        assert p.poll() is None and time.time() < deadline, p.communicate()[0]
+        time.sleep(0.02)
+    assert _export_state(out) == "no model.json"  # while it is paused there ...
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    assert _export_state(out) == "no model.json"  # ... and once it is killed there
+    assert len(list(out.glob(".export.*"))) == 1  # its build folder, swept by the next export
+    assert cli.main(["export", str(second), "--format", "safetensors", "--out", str(out)]) == 0
+    assert _export_state(out) == "model.safetensors" and not list(out.glob(".*"))
+    x = torch.from_numpy(cifar.x_test[:100])
+    torch.testing.assert_close(cifarlab.load(out, "cpu").logits(x), cifarlab.load(second, "cpu").logits(x))
+
+
 # --- hostile archives --------------------------------------------------------------------
 
 def _archive(folder: Path, *members) -> Path:
@@ -407,7 +469,9 @@ def test_crafted_archive_extracts_nothing_outside(tmp_path, monkeypatch, library
             D._extract(archive, dest)
         msg = str(e.value)
         assert str(archive) in msg and repr(members[0][0].name) in msg and "nothing was extracted" in msg, msg
-        assert sorted(p.name for p in dest.iterdir()) == ["cifar-10-binary.tar.gz"], case
+        # the archive, and the lock file unpacking holds (empty)
+        assert sorted(p.name for p in dest.iterdir()) == [".cifar-10-batches-bin.lock", "cifar-10-binary.tar.gz"]
+        assert (dest / ".cifar-10-batches-bin.lock").stat().st_size == 0, case
     planted = [p for p in tmp_path.rglob("*") if "planted" in p.name or p.name in ("passwd", "null", "out")]
     assert planted == [] and list(outside.iterdir()) == []
 

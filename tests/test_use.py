@@ -1,4 +1,5 @@
 """Using a trained model on real CIFAR-10: predict image files, evaluate, export, reload."""
+import hashlib
 import json
 import shutil
 import subprocess
@@ -10,10 +11,10 @@ import torch
 from PIL import Image
 
 import cifarlab
-from cifarlab import checkpoint
+from cifarlab import checkpoint, cli as cifarlab_cli
 from cifarlab.config import apply_overrides, load_preset
 from cifarlab.data import CLASSES
-from cifarlab.inference.export import ATOL, RTOL, export_run
+from cifarlab.inference.export import ATOL, RTOL, ExportError, export_run
 from cifarlab.inference.predict import ImageError, ModelError, load_image
 from cifarlab.train import train
 
@@ -237,3 +238,109 @@ def test_clear_errors_for_what_is_not_a_model(tmp_path, run, files):
     assert r.returncode == 2 and "checkpoint.pt" in r.stderr
     with pytest.raises(ImageError, match=r"\(N, 32, 32, 3\)"):
         cifarlab.load(run).probs(np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export(capsys, run, fmt, out) -> str:
+    """`cifarlab export` in this process; its stdout."""
+    assert cifarlab_cli.main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+    return capsys.readouterr().out
+
+
+def _logits(model_or_path, cifar):
+    m = cifarlab.load(model_or_path, "cpu") if not hasattr(model_or_path, "logits") else model_or_path
+    return m.logits(torch.from_numpy(cifar.x_test[:200]))
+
+
+def test_an_export_records_its_weights_sha256_and_keeps_the_other_format_only_if_the_same(two_runs, cifar,
+                                                                                         tmp_path, capsys):
+    """model.json lists every weights file it describes with its SHA-256. Exporting the same run in
+    the other format keeps the first file (the same tensors); exporting another run's weights
+    into the folder removes the file of the other format, and the command says so."""
+    first, second = two_runs
+    exp = tmp_path / "exp"
+    out = _export(capsys, first, "safetensors", exp)
+    meta = json.loads((exp / "model.json").read_text())
+    assert meta["files"] == {"model.safetensors": {"sha256": _sha256(exp / "model.safetensors"),
+                                                   "bytes": (exp / "model.safetensors").stat().st_size}}
+    assert "removed" not in out and "kept" not in out
+    out = _export(capsys, first, "onnx", exp)
+    meta = json.loads((exp / "model.json").read_text())
+    assert {n: e["sha256"] for n, e in meta["files"].items()} == {
+        "model.onnx": _sha256(exp / "model.onnx"), "model.safetensors": _sha256(exp / "model.safetensors")}
+    assert f"kept {exp / 'model.safetensors'}: the same weights" in out, out
+    torch.testing.assert_close(_logits(exp / "model.onnx", cifar), _logits(exp / "model.safetensors", cifar),
+                               atol=1e-4, rtol=1e-4)
+
+    # the second run (other weights) as ONNX: the first run's safetensors must go
+    out = _export(capsys, second, "onnx", exp)
+    assert f"removed {exp / 'model.safetensors'}: an earlier export's other weights" in out, out
+    assert sorted(p.name for p in exp.iterdir()) == ["model.json", "model.onnx"]
+    meta = json.loads((exp / "model.json").read_text())
+    assert list(meta["files"]) == ["model.onnx"]
+    assert meta["files"]["model.onnx"]["sha256"] == _sha256(exp / "model.onnx")
+    want = _logits(cifarlab.load(second, "cpu"), cifar)
+    torch.testing.assert_close(_logits(exp, cifar), want, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(_logits(cifarlab.load(first, "cpu"), cifar), want, atol=1e-3)  # other weights indeed
+
+    # and back to safetensors: the second run's ONNX holds the same tensors, so it stays
+    out = _export(capsys, second, "safetensors", exp)
+    assert f"kept {exp / 'model.onnx'}" in out and "removed" not in out, out
+    assert sorted(json.loads((exp / "model.json").read_text())["files"]) == ["model.onnx", "model.safetensors"]
+
+
+def test_loading_an_export_checks_the_sha256_of_its_weights(two_runs, cifar, files, tmp_path, capsys):
+    first, second = two_runs
+    a, b = tmp_path / "a", tmp_path / "b"
+    export_run(first, "safetensors", a)
+    export_run(second, "safetensors", b)
+    export_run(second, "onnx", tmp_path / "b-onnx")
+    # weights of another export copied over these: loadable, but not the ones model.json describes
+    shutil.copy(b / "model.safetensors", a / "model.safetensors")
+    for where in (a, a / "model.safetensors"):
+        with pytest.raises(ModelError) as e:
+            cifarlab.load(where, "cpu")
+        msg = str(e.value)
+        assert str(a / "model.safetensors") in msg and f"its SHA-256 is {_sha256(b / 'model.safetensors')}" in msg
+        assert "not the weights exported with it" in msg and "cifarlab export" in msg and "\n" not in msg, msg
+    assert cifarlab_cli.main(["predict", str(a), str(files[0][0])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SHA-256" in err, err
+    # a truncated ONNX file: named by its SHA-256 before onnxruntime reads it
+    onnx_file = tmp_path / "b-onnx" / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-100])
+    with pytest.raises(ModelError, match="its SHA-256 is"):
+        cifarlab.load(tmp_path / "b-onnx", "cpu")
+    # a weights file model.json does not list is never what the folder loads, and alone it is refused
+    export_run(second, "onnx", tmp_path / "c")
+    shutil.copy(a / "model.safetensors", tmp_path / "c" / "model.safetensors")  # a stray file
+    torch.testing.assert_close(_logits(tmp_path / "c", cifar), _logits(cifarlab.load(second, "cpu"), cifar),
+                               atol=1e-4, rtol=1e-4)
+    assert cifarlab.load(tmp_path / "c", "cpu").backend == "onnx"
+    with pytest.raises(ModelError, match=r"not the weights model.json beside it describes \(it lists model.onnx\)"):
+        cifarlab.load(tmp_path / "c" / "model.safetensors", "cpu")
+
+
+def test_an_export_without_onnxscript_says_so_and_writes_nothing(two_runs, tmp_path, capsys, monkeypatch):
+    """torch.onnx.export(dynamo=True) needs onnxscript: without it the export stops before any
+    work, names it, and leaves the folder (and an earlier export in it) as it was."""
+    first, second = two_runs
+    exp = tmp_path / "exp"
+    export_run(first, "safetensors", exp)
+    before = {p.name: p.read_bytes() for p in exp.iterdir()}
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # `import onnxscript` raises ImportError
+    for out in (exp, tmp_path / "fresh"):
+        with pytest.raises(ExportError) as e:
+            export_run(second, "onnx", out)
+        msg = str(e.value)
+        assert "onnx export needs onnx, onnxscript, onnxruntime; missing: onnxscript" in msg, msg
+        assert "pip install 'cifarlab[export]'" in msg
+    assert {p.name: p.read_bytes() for p in exp.iterdir()} == before
+    assert not (tmp_path / "fresh").exists()
+    rc = cifarlab_cli.main(["export", str(second), "--format", "onnx", "--out", str(exp)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "missing: onnxscript" in err, err
+    assert cifarlab.load(exp, "cpu").info["epoch"] == 1  # still the first run's export, whole

@@ -11,17 +11,23 @@ Both official layouts are read: the binary version (`cifar-10-batches-bin/` or
 it is trusted; the decoded arrays are cached in the user cache folder, keyed by
 those MD5s, so later loads are one `np.load`. A damaged cache file is rebuilt (with a
 line on stderr saying so); an archive is unpacked only if none of its members could land
-outside its folder.
+outside its folder. Unpacking holds an exclusive flock on `.FOLDER.lock` beside the folder
+it makes, so workers that load one archive at once unpack it once: the others wait, then
+reuse the folder, as every later load does while its files match their MD5s.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import http.client
 import os
 import pickle
 import shutil
 import sys
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,19 +104,25 @@ def _fix_hint(where: Path) -> str:
             f"and let cifarlab download it again ({URL}).")
 
 
+def _fault(folder: Path, md5s: dict[str, str]) -> str | None:
+    """The first missing or corrupt file of `folder`, said in words; None when all match."""
+    for name, want in md5s.items():
+        path = folder / name
+        if not path.is_file():
+            return f"CIFAR-10 file missing: {path}"
+        got = md5sum(path)
+        if got != want:
+            return f"CIFAR-10 file corrupt: {path} has MD5 {got}, expected {want}"
+    return None
+
+
 def verify(folder: Path, md5s: dict[str, str]) -> str:
     """Raise DataError naming the first missing or corrupt file of `folder`.
 
     Returns a key made of the verified MD5s, which names the decoded-array cache.
     """
-    for name, want in md5s.items():
-        path = folder / name
-        if not path.is_file():
-            raise DataError(f"CIFAR-10 file missing: {path}. {_fix_hint(folder)}")
-        got = md5sum(path)
-        if got != want:
-            raise DataError(f"CIFAR-10 file corrupt: {path} has MD5 {got}, expected {want}. "
-                            f"{_fix_hint(folder)}")
+    if (fault := _fault(folder, md5s)) is not None:
+        raise DataError(f"{fault}. {_fix_hint(folder)}")
     return hashlib.md5("".join(sorted(md5s.values())).encode()).hexdigest()
 
 
@@ -183,10 +195,69 @@ def _check_members(archive: Path, members, folder: str) -> list:
     return keep
 
 
-def _extract(archive: Path, dest_parent: Path) -> Path:
+FOLDER_MD5 = {BIN_DIR: BIN_MD5, PY_DIR: PY_MD5}  # an unpacked folder -> its files' official MD5s
+
+
+@contextlib.contextmanager
+def _unpack_lock(dest_parent: Path, folder: str):
+    """An exclusive flock on DEST_PARENT/.FOLDER.lock while FOLDER is made there (downloaded,
+    unpacked or replaced): of several processes one makes it, the others wait (saying so on
+    stderr) and then find it made. The lock file stays: removing it would let two holders in."""
+    lock = dest_parent / f".{folder}.lock"
+    try:
+        f = open(lock, "a")
+    except OSError as e:
+        raise DataError(f"cannot create the lock file {lock} ({e.strerror or e}) that unpacking CIFAR-10 into "
+                        f"{dest_parent} needs; make that folder writable, or unpack the archive elsewhere and "
+                        f"pass --data to the unpacked folder") from None
+    with f:  # closing it releases the lock, however the block ends
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"cifarlab: waiting for another process making {dest_parent / folder} (it holds {lock})",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _intact(final: Path, archive: Path) -> bool:
+    """Whether `final`, unpacked before, holds every file with its official MD5 (so it is reused);
+    a damaged one is said on stderr, as it is about to be unpacked again."""
+    if not final.exists():
+        return False
+    fault = _fault(final, FOLDER_MD5[final.name]) if final.is_dir() else "not a folder"
+    if fault is None:
+        return True
+    print(f"cifarlab: {final} is damaged ({fault}); unpacking {archive} again", file=sys.stderr)
+    return False
+
+
+def _check_archive(archive: Path, md5: str) -> None:
+    got = md5sum(archive)
+    if got != md5:
+        raise DataError(f"CIFAR-10 archive corrupt: {archive} has MD5 {got}, expected {md5}. "
+                        f"{_fix_hint(archive)}")
+
+
+def _extract(archive: Path, dest_parent: Path, md5: str | None = None) -> Path:
+    """The data set's folder in `dest_parent`: reused if it is there with every official MD5,
+    else unpacked from `archive` (first checked against `md5`, when given). Both under the
+    folder's lock, so two workers loading one archive at once unpack it once."""
+    folder = ARCHIVES[archive.name][1]
+    with _unpack_lock(dest_parent, folder):
+        final = dest_parent / folder
+        if _intact(final, archive):
+            return final
+        if md5 is not None:
+            _check_archive(archive, md5)
+        return _unpack(archive, dest_parent)
+
+
+def _unpack(archive: Path, dest_parent: Path) -> Path:
     """Unpack `archive` next to its final place, then rename: never half a folder, never a
-    file outside it (every member is checked first, on every Python version)."""
-    md5, folder = ARCHIVES[archive.name]
+    file outside it (every member is checked first, on every Python version). The caller
+    holds the folder's lock."""
+    folder = ARCHIVES[archive.name][1]
     final = dest_parent / folder
     sweep(dest_parent, ".extract.*", ".extract-*")  # left by an extraction that was killed
     tmp = temp_dir(dest_parent, "extract")
@@ -197,8 +268,8 @@ def _extract(archive: Path, dest_parent: Path) -> Path:
                 tar.extractall(tmp, members=members, filter="data")
             else:
                 tar.extractall(tmp, members=members)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists() or final.is_symlink():  # a damaged one: moved aside, then removed with tmp
+            os.replace(final, tmp / (folder + ".old"))
         os.replace(tmp / folder, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -218,14 +289,7 @@ def _candidates(path: Path):
 
 def _open(path: Path) -> CIFAR10 | None:
     if path.is_file() and path.name in ARCHIVES:
-        md5, _ = ARCHIVES[path.name]
-        got = md5sum(path)
-        if got != md5:
-            raise DataError(f"CIFAR-10 archive corrupt: {path} has MD5 {got}, expected {md5}. "
-                            f"{_fix_hint(path)}")
-        target = path.parent if os.access(path.parent, os.W_OK) else cache_dir()
-        target.mkdir(parents=True, exist_ok=True)
-        return _open(_extract(path, target))
+        return _open_archive(path)
     if not path.is_dir():
         return None
     names = {p.name for p in path.iterdir()}
@@ -236,10 +300,61 @@ def _open(path: Path) -> CIFAR10 | None:
     return None
 
 
+def _open_archive(path: Path) -> CIFAR10:
+    """An archive: its folder unpacked before (beside it, or in the cache when its folder is
+    read-only) if that is intact, else unpacked now."""
+    md5, folder = ARCHIVES[path.name]
+    target = path.parent if os.access(path.parent, os.W_OK) else cache_dir()
+    for done in dict.fromkeys((path.parent / folder, target / folder)):
+        if done.is_dir():
+            with contextlib.suppress(DataError):  # damaged: unpacked again below, saying so
+                if (ds := _open(done)) is not None:
+                    return ds
+    target.mkdir(parents=True, exist_ok=True)
+    return _open(_extract(path, target, md5))
+
+
+def _by_hand(name: str) -> str:
+    return f"download {name} by hand (https://www.cs.toronto.edu/~kriz/cifar.html) and pass --data PATH"
+
+
+def _check_url(url: str, name: str = "cifar-10-binary.tar.gz") -> None:
+    """DataError unless `url` is a whole address urllib fetches: http(s), ftp or file, with a
+    host (and a numeric port) for the network ones."""
+    why = None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in 0-65535
+    except ValueError as e:
+        why = str(e)
+    else:
+        if not parts.scheme:
+            why = "no scheme such as https://"
+        elif parts.scheme not in ("http", "https", "ftp", "file"):
+            why = f"unknown scheme {parts.scheme}:// (http, https, ftp or file)"
+        elif parts.scheme != "file" and not parts.hostname:
+            why = "no host"
+    if why is not None:
+        raise DataError(f"the download URL {url!r} is malformed ({why}). Give a whole address such as {URL} "
+                        f"(CIFARLAB_URL sets a mirror's), or {_by_hand(name)}")
+
+
+def _length(headers) -> int | None:
+    """Content-Length, or None where it is missing or not a number."""
+    try:
+        n = int(headers.get("Content-Length") or "")
+    except ValueError:
+        return None
+    return n if n >= 0 else None
+
+
 def download(url: str, dest: Path, md5: str, progress=True) -> Path:
-    """Fetch `url` to `dest` via a `.part` file; the file appears only when its MD5 is right,
-    and the `.part` file is removed however the download ends (Ctrl-C included)."""
+    """Fetch `url` to `dest` via a `.part` file; the file appears only when it is whole and its
+    MD5 is right, and the `.part` file is removed however the download ends (Ctrl-C included).
+    A malformed URL, a failed or cut-short download: DataError naming the URL and the fix."""
     dest = Path(dest)
+    _check_url(url, dest.name)
+    again = f"Check the address and the connection and run again (nothing was kept), or {_by_hand(dest.name)}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     # .part files of downloads that were killed, and the fixed-name one of earlier versions
     sweep(dest.parent, f".{dest.name}.*.part", dest.name + ".part")
@@ -247,22 +362,35 @@ def download(url: str, dest: Path, md5: str, progress=True) -> Path:
     try:
         try:
             with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=30) as r:
-                total = int(r.headers.get("Content-Length") or 0)
+                total, got = _length(r.headers), 0
                 from .progress import Progress
                 bar = Progress(total or None, desc=f"download {dest.name}", unit="B", enabled=progress)
                 while block := r.read(1 << 20):
                     f.write(block)
+                    got += len(block)
                     bar.update(len(block))
                 bar.close()
+        except urllib.error.HTTPError as e:
+            raise DataError(f"could not download {url}: HTTP {e.code} {e.reason}. {again}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
-        got = md5sum(part)
-        if got != md5:
-            raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}; nothing was kept.")
+            raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}. {again}") from None
+        except (ValueError, http.client.HTTPException) as e:  # a reply that is not HTTP, a bad URL urllib found
+            raise DataError(f"could not download {url}: {type(e).__name__}: {_one_line(e)}. {again}") from None
+        if total is not None and got < total:
+            raise DataError(f"could not download {url}: the connection closed after {got:,} of {total:,} bytes. "
+                            f"{again}")
+        digest = md5sum(part)
+        if digest != md5:
+            raise DataError(f"downloaded {url} but its MD5 is {digest}, expected {md5}; nothing was kept. That address "
+                            f"does not serve the official {dest.name}: use {URL}, or {_by_hand(dest.name)}")
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or "no detail"
 
 
 def locate(data: str | os.PathLike | None = None) -> list[Path]:
@@ -324,12 +452,23 @@ def load_cifar10(data: str | os.PathLike | None = None, download_ok: bool = True
                 return ds
     if not download_ok:
         raise DataError(_not_found(places))
-    archive = cache_dir() / "cifar-10-binary.tar.gz"
+    cache = cache_dir()
+    archive = cache / "cifar-10-binary.tar.gz"
+    final = cache / BIN_DIR
     try:
-        download(url, archive, ARCHIVES[archive.name][0])
+        cache.mkdir(parents=True, exist_ok=True)
+        # Under the folder's lock: of workers that all found nothing, one downloads and unpacks,
+        # the others wait and then find the folder made.
+        with _unpack_lock(cache, BIN_DIR):
+            if not _intact(final, archive):
+                if archive.is_file():  # downloaded by a process that stopped before unpacking it
+                    _check_archive(archive, ARCHIVES[archive.name][0])
+                else:
+                    download(url, archive, ARCHIVES[archive.name][0])
+                _unpack(archive, cache)
     except DataError as e:
         raise DataError(f"{e}\n{_not_found(places)}") from None
-    return _open(_extract(archive, cache_dir()))
+    return _open(final)
 
 
 def _not_found(places) -> str:

@@ -2,6 +2,7 @@
 
     atomic_write(path, lambda f: torch.save(state, f))   # temp beside path, fsync, rename
     atomic_write_text(path, text)
+    move(src, dst)                                        # rename, durable
     sweep(folder, ".*.tmp")                               # remove temporaries whose writer is gone
 
 Every temporary is created in the folder of its target (so the final rename is atomic)
@@ -106,6 +107,12 @@ def _os_error(e: BaseException) -> OSError | None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def move(src, dst) -> None:
+    """Rename `src` onto `dst` (one file system: a file written beside it) and make the rename durable."""
+    os.replace(src, dst)
+    _fsync_dir(Path(dst).parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -10,8 +10,10 @@ from .common import add_data
 
 def add_parser(sub, help: str) -> None:
     p = sub.add_parser("export", help=help,
-                       description="Export a run's model with model.json (config, normalisation, classes) "
-                                   "beside it, checked against PyTorch on real test images before it is kept.")
+                       description="Export a run's model with model.json (config, normalisation, classes, the "
+                                   "weights' SHA-256) beside it, checked against PyTorch on real test images "
+                                   "before it is kept. A file of the other format left by an earlier export is "
+                                   "removed unless it holds the same weights.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", help="output folder (default: exports/RUN_NAME)")
@@ -32,4 +34,8 @@ def cmd_export(args) -> int:
           + (" in onnxruntime" if args.format == "onnx" else " from the export folder")
           + f": max |logit difference| {c['max_abs_diff']:.2g} (tolerance {ATOL:g} + {RTOL:g}*|logit|), "
           f"top-1 agrees on {c['top1_agree']}/{c['images']}")
+    for path in r["removed"]:
+        print(f"removed {path}: an earlier export's other weights, which {r['config']} no longer describes")
+    for path in r["kept"]:
+        print(f"kept {path}: the same weights in the other format, listed in {r['config']} too")
     return 0

@@ -11,11 +11,14 @@
 Images are read as the study's article reads its photo, Keras
 `load_img(path, target_size=(32, 32))`, then scaled with the run's own normalisation.
 A model loads on the CPU whatever device trained it; `device="auto"` uses a GPU only
-when this machine has one.
+when this machine has one. An export's weights are checked against the SHA-256 its
+model.json records for them before they are loaded.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,8 @@ from ..errors import CifarlabError
 
 SIZE = 32  # CIFAR-10 images are 32x32 pixels
 EXPORT_CONFIG = "model.json"  # the exported model's description, beside its weights
+WEIGHT_FILES = ("model.safetensors", "model.onnx")  # an export's weights, in the order a folder is loaded
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ImageError(CifarlabError, ValueError):
@@ -209,10 +214,14 @@ def load(path, device: str = "auto") -> Model:
         if (path / "checkpoint.pt").is_file():
             return load_checkpoint(path / "checkpoint.pt", device)
         if (path / EXPORT_CONFIG).is_file():
-            for name in ("model.safetensors", "model.onnx"):
-                if (path / name).is_file():
+            listed = _read_meta(path / EXPORT_CONFIG).get("files")  # None: an export older than the list
+            for name in WEIGHT_FILES:
+                if (listed is None or name in listed) and (path / name).is_file():
                     return load(path / name, device)
-            raise ModelError(f"{path} has {EXPORT_CONFIG} but neither model.safetensors nor model.onnx")
+            if listed is None:
+                raise ModelError(f"{path} has {EXPORT_CONFIG} but neither model.safetensors nor model.onnx")
+            raise ModelError(f"{path}: the weights {EXPORT_CONFIG} lists ({', '.join(listed)}) are missing; "
+                             f"export the run again with `cifarlab export`")
         raise ModelError(f"{path} is neither a run folder (no checkpoint.pt; has the run finished "
                          f"its first epoch?) nor an export folder (no {EXPORT_CONFIG})")
     if not path.exists():
@@ -273,32 +282,63 @@ def load_export(path, device: str = "auto") -> Model:
     meta = _read_meta(meta_path)
     info = {k: meta.get(k) for k in ("run", "epoch", "test_acc")}
     again = "export the run again with `cifarlab export`"
+    blob = _verified_weights(path, meta, meta_path, again)  # None: an export older than the SHA-256 record
     if path.suffix == ".onnx":
         try:
             import onnxruntime as ort
         except ImportError:
             raise ModelError("running an ONNX model needs onnxruntime: pip install 'cifarlab[export]'") from None
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(blob if blob is not None else str(path),
+                                           providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own InvalidProtobuf, Fail, ...
             raise ModelError(f"{path}: not a readable ONNX model, truncated or damaged "
                              f"({_first_line(e)}); {again}") from None
         return Model(meta["config"], meta["norm"], session=session, device="cpu", source=path, info=info)
     try:
-        from safetensors.torch import load_file
+        from safetensors.torch import load as load_bytes, load_file
     except ImportError:
         raise ModelError("reading safetensors needs the safetensors package: pip install 'cifarlab[export]'") \
             from None
     from ..models import build_model
     net = build_model(_meta_config(meta, meta_path))
     try:
-        net.load_state_dict(load_file(str(path), device="cpu"))
+        net.load_state_dict(load_bytes(blob) if blob is not None else load_file(str(path), device="cpu"))
     except Exception as e:  # safetensors' SafetensorError for a damaged file, RuntimeError for other weights
         raise ModelError(f"{path}: cannot load these weights into the network {meta_path.name} describes, "
                          f"the file is truncated, damaged or from another model ({_first_line(e)}); "
                          f"{again}") from None
     net, dev = _place(net, meta["config"], device)
     return Model(meta["config"], meta["norm"], net=net, device=dev, source=path, info=info)
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified_weights(path: Path, meta: dict, meta_path: Path, again: str) -> bytes | None:
+    """The bytes of `path`, checked against the SHA-256 that model.json records for it (read once,
+    so what is checked is what is loaded); None where model.json records none (older exports)."""
+    files = meta.get("files")
+    if files is None:
+        return None
+    if path.name not in files:
+        raise ModelError(f"{path}: not the weights {meta_path.name} beside it describes (it lists "
+                         f"{', '.join(files)}): a file left from another export; {again}")
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read it ({e.strerror or e})") from None
+    got, want = hashlib.sha256(blob).hexdigest(), files[path.name]["sha256"]
+    if got != want:
+        raise ModelError(f"{path}: its SHA-256 is {got}, not the {want} that {meta_path.name} records: these are "
+                         f"not the weights exported with it (changed, truncated or copied from another export); "
+                         f"{again}")
+    return blob
 
 
 def _first_line(e: BaseException) -> str:
@@ -322,6 +362,11 @@ def _read_meta(path: Path) -> dict:
     norm = meta["norm"]
     if not all(isinstance(norm.get(k), list) and len(norm[k]) == 3 for k in ("mean", "std")):
         raise ModelError(f"{path}: norm must give three numbers each for mean and std; {again}")
+    files = meta.get("files")
+    if files is not None and not (isinstance(files, dict) and files and all(
+            isinstance(v, dict) and isinstance(v.get("sha256"), str) and _SHA256.fullmatch(v["sha256"])
+            for v in files.values())):
+        raise ModelError(f"{path}: files must map each weights file to its sha256 (64 hex digits); {again}")
     _meta_config(meta, path)
     return meta
 

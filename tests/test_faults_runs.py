@@ -1,6 +1,7 @@
 """Run folders are never lost or mixed: refused, locked, checked on resume; a study
 keeps every invocation's record and stops whole on Ctrl-C. Real data, tiny runs."""
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -163,7 +164,8 @@ def test_a_damaged_export_is_one_line(finished, tmp_path):
     (out / "model.safetensors").write_bytes(weights[:len(weights) // 2])
     with pytest.raises(ModelError, match="truncated"):
         cifarlab.load(out)
-    # an ONNX file cut short: a minimal real model, then half of it
+    # an ONNX file cut short: a minimal real model, then half of it, in an export from before
+    # model.json listed its weights with their SHA-256 (a listed file cut short fails that check)
     from onnx import TensorProto, helper
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 10])],
@@ -171,6 +173,10 @@ def test_a_damaged_export_is_one_line(finished, tmp_path):
     data = helper.make_model(graph).SerializeToString()
     (out / "model.safetensors").unlink()
     (out / "model.onnx").write_bytes(data[:len(data) // 2])
+    unlisted = json.loads(meta)
+    assert unlisted.pop("files") == {"model.safetensors": {"sha256": hashlib.sha256(weights).hexdigest(),
+                                                          "bytes": len(weights)}}
+    (out / "model.json").write_text(json.dumps(unlisted))
     p = cli("predict", out, tmp_path / "none.png")
     assert p.returncode == 2
     line = error_line(p)

@@ -112,6 +112,35 @@ def test_a_margin_of_equivalence_calls_each_group_equivalent_or_not(comparison, 
     assert p.returncode == 2 and "--within 0: the margin must be a positive number" in p.stderr, p.stderr
 
 
+def test_groups_from_different_devices_say_so(comparison, tmp_path):
+    """Times measure the machine as much as the settings: where the groups ran on different
+    devices, the Groups table names each one and a note says the times do not compare."""
+    from cifarlab.study.compare import devices_note
+    assert devices_note(comparison["json"]) is None and "ran on different devices" not in comparison["md"]
+    d = comparison["dirs"]
+    elsewhere = []
+    for run in d[2:4]:  # the dropout runs, as if trained on another machine
+        moved = tmp_path / run.name
+        shutil.copytree(run, moved)
+        s = json.loads((moved / "summary.json").read_text())
+        s["device"] = "cuda (NVIDIA H200)"
+        (moved / "summary.json").write_text(json.dumps(s))
+        elsewhere.append(moved)
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "compare", *map(str, d[0:2]), *map(str, elsewhere),
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    md = (out / "compare.md").read_text()
+    here = json.loads((d[0] / "summary.json").read_text())["device"]
+    assert "ran on different devices" in p.stdout and "ran on different devices" in md
+    assert "ran on different devices" in (out / "compare.html").read_text()
+    groups = md.split("## Groups", 1)[1].split("##", 1)[0]
+    rows = [line for line in groups.splitlines() if line.startswith("| vgg3") or line.startswith("| dropout")]
+    assert len(rows) == 2 and "NVIDIA H200" in rows[1] and "NVIDIA H200" not in rows[0]
+    from cifarlab.study.report import _short_device
+    assert _short_device(here) in rows[0]
+
+
 def test_one_page_with_its_figures(comparison):
     html = comparison["html"]
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)

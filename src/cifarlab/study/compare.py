@@ -162,9 +162,19 @@ def _equivalence(c: dict) -> str:
 
 
 def groups_table(rep: dict) -> tuple[list[str], list[list[str]]]:
-    return (["group", "settings against the first group", "seeds", "run folders"],
-            [[r["experiment"], r["description"], ", ".join(map(str, r["seeds"])), " ".join(r["runs"])]
-             for r in rep["rows"]])
+    return (["group", "settings against the first group", "seeds", "device", "run folders"],
+            [[r["experiment"], r["description"], ", ".join(map(str, r["seeds"])), report._short_device(r["device"]),
+              " ".join(r["runs"])] for r in rep["rows"]])
+
+
+def devices_note(rep: dict) -> str | None:
+    """A warning where the groups ran on different devices: their times then measure the machines
+    as much as the settings (accuracy is unaffected). None where they share one."""
+    devices = {r["device"] for r in rep["rows"]}
+    if len(devices) < 2:
+        return None
+    return ("The groups ran on different devices (see Groups): wall and epoch times compare the machines "
+            "as much as the settings; compare speeds with `cifarlab bench` on one machine.")
 
 
 def _intro(rep: dict) -> str:
@@ -191,7 +201,10 @@ def render_md(rep: dict) -> str:
           _shared_line(rep) + ".", ""]
     if any(not r["comparable"] for r in rep["rows"]):
         md += [f"**{report.NOTE_SCALED}**", ""]
-    md += ["## Results", "", NOTE, "", t(*results_table(rep)), "", "## Groups", "", t(*groups_table(rep)), ""]
+    md += ["## Results", "", NOTE, "", t(*results_table(rep)), ""]
+    if devices_note(rep):
+        md += [devices_note(rep), ""]
+    md += ["## Groups", "", t(*groups_table(rep)), ""]
     if rep["skipped"]:
         md += [f"Left out: {', '.join(rep['skipped'])}", ""]
     md += ["## Is the difference more than run-to-run noise?", ""]
@@ -219,7 +232,9 @@ def render_html(rep: dict, out_dir) -> str:
     if any(not r["comparable"] for r in rep["rows"]):
         parts.append(f'<p class="note">{e(report.NOTE_SCALED)}</p>')
     parts.append(f"<h2>Results</h2><p>{e(NOTE)}</p>" + t(*results_table(rep), cls="results"))
-    parts.append("<h2>Groups</h2>" + t(*groups_table(rep), text_cols=(1, 3), cls="groups"))
+    if devices_note(rep):
+        parts.append(f'<p class="note">{e(devices_note(rep))}</p>')
+    parts.append("<h2>Groups</h2>" + t(*groups_table(rep), text_cols=(1, 3, 4), cls="groups"))
     if rep["skipped"]:
         parts.append(f"<p>Left out: {e(', '.join(rep['skipped']))}</p>")
     parts.append("<h2>Is the difference more than run-to-run noise?</h2>")
@@ -261,6 +276,9 @@ def format_table(rep: dict) -> list[str]:
             continue
         w = [max(len(str(c)) for c in col) for col in zip(head, *body)]
         lines += ["  ".join(str(c).ljust(n) for c, n in zip(row, w)).rstrip() for row in [head] + body]
+        lines.append("")
+    if devices_note(rep):
+        lines.append(devices_note(rep))
         lines.append("")
     return lines[:-1]
 

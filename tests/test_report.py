@@ -89,6 +89,16 @@ def test_statistics_start_with_the_studys_claims(report):
     assert "Welch" in report["html"] and f"{p:.3g}" in report["md"]
 
 
+
+def test_groups_without_spread_give_a_verdict_and_plain_json():
+    from cifarlab.study.report import welch
+    same = welch([74.0, 74.0], [74.0, 74.0])
+    apart = welch([75.0, 75.0], [74.0, 74.0])
+    assert (same["p"], apart["p"], apart["diff"], apart["ci"]) == (1.0, 0.0, 1.0, (1.0, 1.0))
+    for w in (same, apart):  # no t or df without noise, written as null, never NaN
+        assert w["t"] is None and w["df"] is None
+        json.loads(json.dumps(w), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+
 def test_figures_are_embedded_and_the_best_run_is_measured(report):
     html = report["html"]
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)

@@ -243,9 +243,9 @@ def welch(a: list[float], b: list[float]) -> dict:
     diff = a.mean() - b.mean()
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
-    if se == 0:  # identical runs within each group: no noise to compare with
-        return {"diff": diff, "t": math.nan, "p": 0.0 if diff else 1.0, "df": math.nan,
-                "ci": (diff, diff)}
+    if se == 0:  # identical runs within each group: no noise to compare with, so no t and no df
+        # (None, not NaN: report.json and compare.json stay JSON that any parser reads)
+        return {"diff": diff, "t": None, "p": 0.0 if diff else 1.0, "df": None, "ci": (diff, diff)}
     r = stats.ttest_ind(a, b, equal_var=False)  # df: Welch-Satterthwaite
     ci = r.confidence_interval(0.95)
     return {"diff": diff, "t": float(r.statistic), "p": float(r.pvalue), "df": float(r.df),

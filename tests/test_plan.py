@@ -29,6 +29,12 @@ def test_images_per_epoch_follow_the_loop():
     assert images_per_epoch(job_config(Job("combined", 0))) == (781 * 64, 10_000)  # drop_last: 781 steps
     cfg = job_config(Job("vgg3", 0, ("subset=1000", "val_split=200")))
     assert images_per_epoch(cfg) == (800, 200)
+    # a subset is an equal share of every class: the images of 1,009 asked for are 1,000 (real labels)
+    from cifarlab.data import load_cifar10, subset_indices
+    from conftest import data_path
+    labels = load_cifar10(data_path()).y_train
+    cfg = job_config(Job("vgg3", 0, ("subset=1009", "val_split=200")))
+    assert images_per_epoch(cfg) == (len(subset_indices(labels, 1009, 0)) - 200, 200) == (800, 200)
 
 
 def test_plan_lists_every_run_and_writes_nothing(tmp_path):

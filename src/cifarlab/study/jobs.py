@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import interrupt
 from ..config import study_order
+from ..data import CLASSES
 from ..errors import CifarlabError
 
 
@@ -122,7 +123,7 @@ def job_config(job: Job):
 
 def images_per_epoch(cfg) -> tuple[int, int]:
     """(training images stepped through per epoch, validation images evaluated per epoch)."""
-    n = cfg.subset or TRAIN_IMAGES
+    n = cfg.subset - cfg.subset % len(CLASSES) if cfg.subset else TRAIN_IMAGES  # an equal share per class
     n -= cfg.val_split
     steps = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     return min(n, steps * cfg.batch_size), cfg.val_split or TEST_IMAGES

@@ -520,3 +520,143 @@ def test_findings_explain_a_row_beyond_noise_in_the_report_and_travel_with_the_r
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert f"{study / 'findings.yaml'}: unknown experiment(s) weight_decy; valid: " in p.stderr
     assert "weight_decay" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- several study folders in one report ----------------------------------------------
+
+def _has_bf16() -> bool:
+    import torch
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# The second study's own training setting: bf16 where the CPU has it, else another learning rate.
+OTHER = "amp=bf16" if _has_bf16() else "lr=0.01"
+TWO_ARGS = ["--only", "vgg1:2,vgg2:2", "--workers", "1", "subset=1000", "val_split=200", "epochs=1",
+            "eval_batch_size=500"]
+
+
+@pytest.fixture(scope="module")
+def two_studies(tmp_path_factory):
+    """Two tiny real studies of vgg1 and vgg2 (two seeds each, one epoch on 800 images): "plain" with
+    the study's overrides only, "other" with OTHER as well (an fp32 and a bf16 folder, say)."""
+    root = tmp_path_factory.mktemp("two")
+    for name, extra in (("plain", []), ("other", [OTHER])):
+        p = subprocess.run([sys.executable, "-m", "cifarlab", "study", "--out", str(root / name), *TWO_ARGS, *extra],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+    return {"plain": root / "plain", "other": root / "other"}
+
+
+def _report_of(*dirs, out, extra=()):
+    return subprocess.run([sys.executable, "-m", "cifarlab", "report", *map(str, dirs), "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_label_groups_keeps_the_plain_name_and_names_what_others_change():
+    from cifarlab.study.compare import label_groups
+    plain = {"name": "vgg3", "settings": {"amp": "auto", "lr": 0.001}}
+    bf16 = {"name": "vgg3", "settings": {"amp": "native", "lr": 0.001}}
+    fast = {"name": "vgg3", "settings": {"amp": "auto", "lr": 0.01}}
+    label_groups([bf16, plain, fast], plain)
+    assert [g["label"] for g in (plain, bf16, fast)] == ["vgg3", "vgg3 amp=native", "vgg3 lr=0.01"]
+    assert (plain["variant"], bf16["variant"]) == ([], ["amp=native"])
+    label_groups([plain, bf16, fast])  # as compare labels: every group by what sets it apart
+    assert [g["label"] for g in (plain, bf16, fast)] == ["vgg3 amp=auto lr=0.001", "vgg3 amp=native lr=0.001",
+                                                          "vgg3 amp=auto lr=0.01"]
+
+
+def test_several_study_folders_make_rows_by_settings_tested_against_the_plain_row(two_studies, tmp_path):
+    from scipy import stats
+    plain, other = two_studies["plain"], two_studies["other"]
+    (other / "findings.yaml").write_text("vgg1: |\n  What the other folder found.\n")
+    try:
+        out = tmp_path / "both"
+        p = _report_of(plain, other, out=out)
+    finally:
+        (other / "findings.yaml").unlink()
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "from 2 study folders" in p.stdout and not (plain / "report.md").exists()
+    rep = json.loads((out / "report.json").read_text())
+    rows = {r["experiment"]: r for r in rep["rows"]}
+    assert list(rows) == ["vgg1", f"vgg1 {OTHER}", "vgg2", f"vgg2 {OTHER}"]  # the plain row first
+    for preset in ("vgg1", "vgg2"):
+        for label, study in ((preset, plain), (f"{preset} {OTHER}", other)):
+            assert rows[label]["test_acc"] == [100 * s["test_acc"] for s in summaries(study, preset)]
+            assert rows[label]["preset"] == preset and rows[label]["runs"] == [
+                str(study / "runs" / preset / f"seed{k}") for k in (0, 1)]
+    if OTHER == "amp=bf16":
+        assert rows["vgg1"]["arithmetic"] == "fp32" and rows["vgg1 amp=bf16"]["arithmetic"] == "bf16"
+    comps = {(c["a"], c["b"]): c for c in rep["comparisons"]}
+    # the study's claim, between rows of the same settings; then each labelled row against its plain row
+    assert ("vgg2", "vgg1") in comps and (f"vgg2 {OTHER}", f"vgg1 {OTHER}") in comps
+    assert ("vgg2", f"vgg1 {OTHER}") not in comps and (f"vgg2 {OTHER}", "vgg1") not in comps
+    for preset in ("vgg1", "vgg2"):
+        c = comps[f"{preset} {OTHER}", preset]
+        t, pv = stats.ttest_ind(rows[f"{preset} {OTHER}"]["test_acc"], rows[preset]["test_acc"], equal_var=False)
+        assert c["p"] == pytest.approx(pv) and c["ci"][0] <= c["diff"] <= c["ci"][1]
+        assert OTHER in c["claim"] and "(vs " in c["claim"]
+    assert rep["findings"] == {f"vgg1 {OTHER}": "What the other folder found."}  # its own folder's row
+    md = (out / "report.md").read_text()
+    assert f"| vgg2 {OTHER} | vgg1 {OTHER} |" in md and str(plain) in md and str(other) in md
+    assert "group-vgg1-by-settings" in rep["figures"] and (out / "report_files" / rep["figures"]["curves-vgg1 " + OTHER]
+                                                          ).is_file()
+
+
+def test_a_run_finished_in_two_folders_is_refused_naming_both(two_studies, tmp_path):
+    third = tmp_path / "third"
+    shutil.copytree(two_studies["plain"] / "runs" / "vgg1" / "seed0", third / "runs" / "vgg1" / "seed0")
+    p = _report_of(two_studies["plain"], third, out=tmp_path / "out")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert str(two_studies["plain"] / "runs" / "vgg1" / "seed0") in p.stderr
+    assert str(third / "runs" / "vgg1" / "seed0") in p.stderr and "Traceback" not in p.stderr
+
+
+def test_several_folders_need_out_and_keep_their_records_apart(two_studies, tmp_path):
+    dirs = [str(two_studies["plain"]), str(two_studies["other"])]
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "report", *dirs], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 2 and "2 study folders make one report" in p.stderr and "--out DIR" in p.stderr
+    p = _report_of(*dirs, out=tmp_path / "out", extra=["--records", str(tmp_path / "records")])
+    assert p.returncode == 2 and "for each folder on its own" in p.stderr
+    p = _report_of(*dirs, out=dirs[1])
+    assert p.returncode == 2 and "one of the study folders" in p.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "records").exists()
+    assert not any((Path(d) / "report.md").exists() for d in dirs)
+
+
+def test_unfinished_runs_are_named_with_their_folder(two_studies, tmp_path):
+    plain, other = tmp_path / "plain", tmp_path / "other"
+    shutil.copytree(two_studies["plain"], plain)
+    shutil.copytree(two_studies["other"], other)
+    (other / "runs" / "vgg2" / "seed1" / "summary.json").unlink()  # stopped after its epoch
+    (other / "runs" / "vgg3" / "seed0").mkdir(parents=True)  # begun, no epoch yet
+    readme = _empty_readme(tmp_path)
+    p = _report_of(plain, other, out=tmp_path / "out", extra=["--readme", str(readme), "--expect", "vgg1:3"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    unfinished = [str(other / "runs" / "vgg2" / "seed1") + " (at epoch 1 of 1)", str(other / "runs" / "vgg3" / "seed0")]
+    assert rep["unfinished"] == unfinished
+    assert f"Not finished (not in the table): {', '.join(unfinished)}" in (tmp_path / "out" / "report.md").read_text()
+    lines = [x for x in readme.read_text().splitlines() if x.startswith("| vgg")]
+    assert [x.split(" | ")[0][2:] for x in lines] == ["vgg1", "vgg1", f"vgg1 {OTHER}", "vgg2", f"vgg2 {OTHER}",
+                                                      f"vgg2 {OTHER}", f"vgg3 {OTHER}"]
+    assert lines[1].startswith(f"| vgg1 | 100 | not finished: seed 2 in {plain} |")  # --expect: the first folder's
+    assert lines[5].startswith(f"| vgg2 {OTHER} | 100 | not finished: seed 1 (at epoch 1) in {other} |")
+    assert lines[6].startswith(f"| vgg3 {OTHER} | 100 | not finished: seed 0 in {other} |  | 73.81 |")
+
+
+def test_readme_table_from_two_folders(two_studies, tmp_path):
+    readme = _empty_readme(tmp_path)
+    p = _report_of(two_studies["plain"], two_studies["other"], out=tmp_path / "out", extra=["--readme", str(readme)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    from cifarlab.study.report import _short_device
+    rows = {r["experiment"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())["rows"]}
+    table = [x.split(" | ") for x in readme.read_text().splitlines() if x.startswith("| vgg")]
+    assert [c[0][2:] for c in table] == list(rows) == ["vgg1", f"vgg1 {OTHER}", "vgg2", f"vgg2 {OTHER}"]
+    for cells in table:
+        r = rows[cells[0][2:]]
+        assert cells[1:4] == ["1", f"{r['mean']:.2f} ± {r['std']:.2f}†", "2"]
+        assert cells[9] == r["arithmetic"] and cells[10] == _short_device(r["device"]) + " |"

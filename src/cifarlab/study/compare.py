@@ -57,22 +57,33 @@ def group_runs(run_dirs) -> tuple[list[dict], list[str]]:
         if g is None:
             groups.append(g := {"settings": key, "runs": []})
         g["runs"].append(run)
-    labels = set()
     for g in groups:
         g["runs"].sort(key=lambda r: r["summary"]["seed"])
         g["name"] = "+".join(sorted({r["config"].get("name", "custom") for r in g["runs"]}))
+    label_groups(groups)
+    return groups, skipped
+
+
+def label_groups(groups: list[dict], plain: dict | None = None) -> None:
+    """Set each group's "label": its name (a preset's, usually), then what sets it apart from the
+    groups of that name; and its "variant", those key=value words in full. `plain`, one of the groups,
+    keeps the bare name, and each other group of its name is labelled by what it changes from it."""
+    labels = set()
     for g in groups:
-        # the name (a preset's, usually), then what sets the group apart from others of that name
-        kin = [h for h in groups if h["name"] == g["name"]]
-        parts = [f"{k}={_value(v)}" for k, v in g["settings"].items()
-                 if len({_value(h["settings"][k]) for h in kin}) > 1]
+        # the name, then what sets the group apart: from `plain`, else from every other group of that name
+        if plain is not None and g["name"] == plain["name"]:
+            parts = [f"{k}={_value(v)}" for k, v in g["settings"].items()
+                     if g is not plain and _value(v) != _value(plain["settings"].get(k))]
+        else:
+            kin = [h for h in groups if h["name"] == g["name"]]
+            parts = [f"{k}={_value(v)}" for k, v in g["settings"].items()
+                     if len({_value(h["settings"].get(k)) for h in kin}) > 1]
         label = " ".join([g["name"]] + parts[:MAX_LABEL_KEYS]
                          + ([f"(+{len(parts) - MAX_LABEL_KEYS} more)"] if len(parts) > MAX_LABEL_KEYS else []))
         while label in labels:  # the same name and the same first settings: mark it
             label += "'"
         labels.add(label)
-        g["label"] = label
-    return groups, skipped
+        g["label"], g["variant"] = label, parts
 
 
 def _against(g: dict, first: dict) -> str:

@@ -153,13 +153,14 @@ def late_epoch_sd(run: dict) -> float | None:
     return float(np.std(late, ddof=1))
 
 
-def experiment_row(name: str, rs: list[dict]) -> dict:
-    """Mean and spread of one experiment's seeds, beside the published figures (all in %)."""
+def experiment_row(name: str, rs: list[dict], preset: str | None = None) -> dict:
+    """Mean and spread of one experiment's seeds, beside the published figures (all in %); `name` is
+    the row's label where it is not the preset's name ("vgg3 amp=native")."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
     ref = rs[0]["summary"].get("reference") or {}
     mean = float(np.mean(accs))
     row = {
-        "experiment": name, "n": len(accs), "seeds": [r["summary"]["seed"] for r in rs],
+        "experiment": name, "preset": preset or name, "n": len(accs), "seeds": [r["summary"]["seed"] for r in rs],
         "test_acc": accs, "mean": mean, "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
         "epochs": sorted({r["summary"]["epochs"] for r in rs}),
         "wall_seconds": float(np.mean([r["summary"]["wall_seconds"] for r in rs])),
@@ -168,7 +169,7 @@ def experiment_row(name: str, rs: list[dict]) -> dict:
         "comparable": all(r["summary"].get("comparable", True) for r in rs),
         "train_images": sorted({r["summary"]["train_images"] for r in rs}),
         "description": rs[0]["config"].get("description", ""),
-        "beyond_study": name not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
+        "beyond_study": (preset or name) not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
         "device": _devices(rs),
         "arithmetic": "/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
     }
@@ -253,14 +254,23 @@ def welch(a: list[float], b: list[float]) -> dict:
 
 
 def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
-    """The study's claims first, then each experiment against the preset it varies."""
-    pairs = [(a, b, claim) for a, b, claim in CLAIMS]
-    seen = {(a, b) for a, b, _ in pairs} | {(b, a) for a, b, _ in pairs}
-    for a in study_order(rows):
-        b = bases.get(a)
-        if b and (a, b) not in seen:
-            pairs.append((a, b, f"{a} against {b}, the preset it varies"))
-            seen |= {(a, b), (b, a)}
+    """The study's claims first, then each experiment against the preset it varies, each between rows
+    of the same settings (the plain rows, then those of each other setting); then each row of other
+    settings against its preset's plain row."""
+    key = {(r.get("preset", k), tuple(r.get("variant") or ())): k for k, r in rows.items()}
+    pairs = []
+    for v in dict.fromkeys([()] + [v for _, v in key]):
+        mine = [(a, b, claim) for a, b, claim in CLAIMS]
+        seen = {(a, b) for a, b, _ in mine} | {(b, a) for a, b, _ in mine}
+        for a in study_order(p for p, w in key if w == v):
+            b = bases.get(a)
+            if b and (a, b) not in seen:
+                mine.append((a, b, f"{a} against {b}, the preset it varies"))
+                seen |= {(a, b), (b, a)}
+        pairs += [(key.get((a, v)), key.get((b, v)), claim) for a, b, claim in mine]
+    for k, r in rows.items():
+        if r.get("variant"):
+            pairs.append((k, key.get((r["preset"], ())), f"{k} against {r['preset']}, the same preset: {r['against']}"))
     out = []
     for a, b, claim in pairs:
         if a not in rows or b not in rows or rows[a]["n"] < 2 or rows[b]["n"] < 2:
@@ -298,7 +308,7 @@ class TestSetUnavailable(CifarlabError):
 
 
 def _run_name(run: dict) -> str:
-    return f"{run['dir'].parent.name}/{run['dir'].name}"
+    return run.get("run_name") or f"{run['dir'].parent.name}/{run['dir'].name}"
 
 
 def best_run_analysis(run: dict, data_path=None) -> dict:
@@ -353,33 +363,119 @@ def analysable_best(ranked: list[dict], data_path=None) -> tuple:
 
 # --- the report ----------------------------------------------------------------------
 
-def collect(study_dir, data_path=None, figures: bool = True) -> dict:
-    """Every number of the report; figures drawn into STUDY_DIR/report_files/ when asked."""
+class DuplicateRun(CifarlabError):
+    """The same preset, seed and settings finished in two study folders: which one counts is unclear."""
+
+
+def study_dirs(study_dir) -> list[Path]:
+    """A study folder or a list of them, as a list of paths."""
+    return [Path(d) for d in study_dir] if isinstance(study_dir, (list, tuple)) else [Path(study_dir)]
+
+
+def settings_groups(dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]:
+    """The finished runs of the study folders as rows: one group per preset and settings (compare's
+    settings_of: all but the seed and how a run executes), labelled by compare.label_groups, where the
+    plain group of a preset (the preset's settings as they are, else the first folder's) keeps its bare
+    name; in the study's order, plain first. Then the unfinished and the untested run folders (with
+    several folders, their paths with the folder's)."""
+    from ..config import load_preset, preset_names, to_dict
+    from .compare import _against, label_groups, settings_of
+    several = len(dirs) > 1
+    groups, unfinished, untested = [], [], []
+    for d in dirs:
+        runs, unf, unt = load_runs(d)
+        unfinished += [str(d / u) if several else u for u in unf]
+        untested += [str(d / u) if several else u for u in unt]
+        for name, rs in runs.items():
+            for r in rs:
+                r["study"] = d
+                if several:
+                    r["run_name"] = str(r["dir"])
+                key = settings_of(r["config"])
+                g = next((g for g in groups if g["name"] == name and g["settings"] == key), None)
+                if g is None:
+                    groups.append(g := {"name": name, "settings": key, "runs": []})
+                seed = r["summary"]["seed"]
+                twin = next((x for x in g["runs"] if x["summary"]["seed"] == seed), None)
+                if twin:
+                    raise DuplicateRun(f"{name} seed {seed} finished twice with the same settings: {twin['dir']} "
+                                       f"and {r['dir']}; a run counts once, so move one of them out of its study")
+                g["runs"].append(r)
+    out = []
+    for name in study_order(g["name"] for g in groups):
+        kin = [g for g in groups if g["name"] == name]
+        as_is = settings_of(to_dict(load_preset(name))) if name in preset_names() else None
+        plain = next((g for g in kin if g["settings"] == as_is), kin[0])
+        label_groups(kin, plain)
+        for g in kin:
+            g["runs"].sort(key=lambda r: r["summary"]["seed"])
+            g["against"] = _against(g, plain)
+        out += [plain] + [g for g in kin if g is not plain]
+    return out, unfinished, untested
+
+
+def _findings(dirs: list[Path], groups: list[dict]) -> dict[str, str]:
+    """Each folder's findings.yaml on the rows of that folder (by label; a preset without a row there
+    by its name), in the study's order."""
+    out: dict[str, str] = {}
+    for d in dirs:
+        for name, text in read_findings(d).items():
+            labels = [g["label"] for g in groups if g["name"] == name and any(r["study"] == d for r in g["runs"])]
+            for label in labels or [name]:
+                out[label] = f"{out[label]}\n\n{text}" if out.get(label, text) != text else text
+    rank = {n: i for i, n in enumerate(study_order({label.split()[0] for label in out}))}
+    return {k: out[k] for k in sorted(out, key=lambda k: (rank[k.split()[0]], " " in k, k))}
+
+
+def _slug(label: str) -> str:
+    import re
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
+
+
+def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> dict:
+    """Every number of the report of a study folder, or of several (a list of them: their runs in rows by
+    preset and settings, see settings_groups); figures drawn into OUT_DIR/report_files/ (by default the
+    one study folder's) when asked."""
     from .. import plots
-    study_dir = Path(study_dir)
-    if not (study_dir / "runs").is_dir():
-        raise FileNotFoundError(f"{study_dir} is not a study folder (no runs/); run `cifarlab study` first")
-    runs, unfinished, untested = load_runs(study_dir)
-    names = study_order(runs)
-    rows = {n: experiment_row(n, runs[n]) for n in names}
-    meta_path = study_dir / "study.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    out = {"study_dir": str(study_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-           "meta": meta, "rows": [rows[n] for n in names], "unfinished": unfinished,
+    dirs = study_dirs(study_dir)
+    several = len(dirs) > 1
+    if several and out_dir is None:
+        raise CifarlabError("a report of several study folders needs a folder of its own: name it (--out DIR)")
+    for d in dirs:
+        if not (d / "runs").is_dir():
+            raise FileNotFoundError(f"{d} is not a study folder (no runs/); run `cifarlab study` first")
+    groups, unfinished, untested = settings_groups(dirs)
+    runs = {g["label"]: g["runs"] for g in groups}
+    names = list(runs)
+    rows = {}
+    for g in groups:
+        rows[g["label"]] = row = experiment_row(g["label"], g["runs"], g["name"])
+        row["variant"], row["runs"] = g["variant"], [str(r["dir"]) for r in g["runs"]]
+        if g["variant"]:  # what the row changes from its preset's plain row, said where the preset is described
+            row["against"] = g["against"]
+            row["description"] = f"{row['description']}; this row: {g['against']}".lstrip("; ")
+    metas = []
+    for d in dirs:
+        meta_path = d / "study.json"
+        metas.append(json.loads(meta_path.read_text()) if meta_path.is_file() else {})
+    out = {"study_dir": ", ".join(map(str, dirs)), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "meta": metas[0], "rows": [rows[n] for n in names], "unfinished": unfinished,
            "untested": untested,
            "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None,
-           "fidelity": fidelity([rows[n] for n in names]), "findings": read_findings(study_dir)}
+           "fidelity": fidelity([rows[n] for n in names]), "findings": _findings(dirs, groups)}
+    if several:
+        out["studies"] = [{"dir": str(d), "meta": m} for d, m in zip(dirs, metas)]
     if not figures or not names:
         return out
-    fig_dir = study_dir / "report_files"
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = Path(out_dir or dirs[0]) / "report_files"
+    fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # the report's own folder: no figure of an earlier report survives
         old.unlink()
     figs = out["figures"]
     for n in names:
         tag = "" if rows[n]["comparable"] else " (scaled: not comparable)"
         seeds = f"mean of {rows[n]['n']} seeds" if rows[n]["n"] > 1 else "1 seed"
-        path = fig_dir / f"curves-{n}.png"
+        path = fig_dir / f"curves-{_slug(n)}.png"
         plots.curves(mean_history(runs[n]), path, title=f"{n}, {seeds}{tag}")
         figs[f"curves-{n}"] = path.name
     for title, members in GROUPS:
@@ -392,6 +488,15 @@ def collect(study_dir, data_path=None, figures: bool = True) -> dict:
         plots.overlay({m: mean_history(runs[m]) for m in present}, path,
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
+    for name in dict.fromkeys(g["name"] for g in groups):
+        kin = [g["label"] for g in groups if g["name"] == name]
+        if len(kin) < 2:
+            continue
+        path = fig_dir / f"group-{_slug(name)}-by-settings.png"
+        tag = "" if all(rows[m]["comparable"] for m in kin) else " (scaled: not comparable)"
+        plots.overlay({m: mean_history(runs[m]) for m in kin}, path,
+                      title=f"{name} by settings: validation accuracy, mean over seeds{tag}")
+        figs[f"group-{_slug(name)}-by-settings"] = path.name
     ranked = sorted((r for n in names for r in runs[n]), key=lambda r: -r["summary"]["test_acc"])
     b, best, passed = analysable_best(ranked, data_path)
     if passed:
@@ -457,7 +562,7 @@ def beyond_lines(rep: dict) -> list[str]:
         if refs:
             best = max(refs, key=lambda x: x["seed_report"])
             line += (f"; of these rows, the seed report's highest figure is {best['seed_report']:.2f}% "
-                     f"({best['experiment']}, {load_preset(best['experiment']).epochs} epochs)")
+                     f"({best['experiment']}, {load_preset(best['preset']).epochs} epochs)")
         lines.append(line + ".")
     return lines
 
@@ -550,17 +655,22 @@ def _duration(s: float) -> str:
 
 
 def _settings_line(rep: dict) -> str:
-    st = rep["meta"].get("settings", {})
-    invs = rep["meta"].get("invocations", [])
-    wall = sum(i.get("wall_seconds") or 0 for i in invs)
-    open_ = sum(i.get("finished") is None for i in invs)
+    studies = rep.get("studies") or [{"dir": None, "meta": rep["meta"]}]
+    parts = []
+    for st in studies:  # with several folders, each folder's settings after its name
+        settings = st["meta"].get("settings", {})
+        invs = st["meta"].get("invocations", [])
+        wall = sum(i.get("wall_seconds") or 0 for i in invs)
+        open_ = sum(i.get("finished") is None for i in invs)
+        parts += [("" if st["dir"] is None else f"{st['dir']}: ")
+                  + f"overrides: {' '.join(settings.get('overrides') or []) or 'none'}",
+                  f"epochs scale: {settings.get('epochs_scale', 1.0)}",
+                  f"quick: {'yes' if settings.get('quick') else 'no'}",
+                  f"{len(invs)} invocation(s)" + (f", {_duration(wall)} wall time in those that ended"
+                                                  if len(invs) > open_ else "")
+                  + (f", {open_} still running or interrupted" if open_ else "")]
     runs = sum(r["wall_seconds"] * r["n"] for r in rep["rows"])
-    parts = [f"overrides: {' '.join(st.get('overrides') or []) or 'none'}",
-             f"epochs scale: {st.get('epochs_scale', 1.0)}", f"quick: {'yes' if st.get('quick') else 'no'}",
-             f"{len(invs)} invocation(s)" + (f", {_duration(wall)} wall time in those that ended"
-                                             if len(invs) > open_ else "")
-             + (f", {open_} still running or interrupted" if open_ else ""),
-             f"the finished runs' own training time adds up to {_duration(runs)}"]
+    parts.append(f"the finished runs' own training time adds up to {_duration(runs)}")
     return "; ".join(parts)
 
 
@@ -746,13 +856,16 @@ def render_html(rep: dict, study_dir: Path) -> str:
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write_report(study_dir, data_path=None) -> dict:
-    study_dir = Path(study_dir)
-    rep = collect(study_dir, data_path)
+def write_report(study_dir, data_path=None, out_dir=None) -> dict:
+    """report.md, report.html and report.json of a study folder (or a list of them) into OUT_DIR (by
+    default the one study folder)."""
+    out_dir = Path(out_dir or study_dirs(study_dir)[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep = collect(study_dir, data_path, out_dir=out_dir)
     from ..checkpoint import atomic_write_text
-    atomic_write_text(study_dir / "report.md", render_md(rep))
-    atomic_write_text(study_dir / "report.html", render_html(rep, study_dir))
-    atomic_write_text(study_dir / "report.json", json.dumps(rep, indent=2, default=str))
+    atomic_write_text(out_dir / "report.md", render_md(rep))
+    atomic_write_text(out_dir / "report.html", render_html(rep, out_dir))
+    atomic_write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=str))
     return rep
 
 
@@ -768,21 +881,54 @@ def parse_expect(text: str | None) -> dict[str, int]:
 def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
     """preset -> the seeds the study is meant to have: every invocation's presets x seeds in
     study.json, plus `expect` ("vgg3:3,combined" = vgg3 seeds 0-2, combined seed 0)."""
+    out = _planned(rep["meta"], rep.get("study_dir"), expect)
+    for r in rep["rows"]:
+        out.setdefault(r["experiment"], set()).update(r["seeds"])
+    return {n: sorted(out[n]) for n in study_order(out)}
+
+
+def _planned(meta: dict, study_dir, expect: str | None = None) -> dict[str, set]:
+    """preset -> the seeds one study folder is meant to have (its study.json, `expect`, the runs begun)."""
     out: dict[str, set] = {}
-    for inv in rep["meta"].get("invocations", []):
+    for inv in meta.get("invocations", []):
         o = inv.get("options") or {}
         for name in o.get("presets") or []:
             n = (o.get("seeds_for") or {}).get(name) or o.get("seeds") or 1
             out.setdefault(name, set()).update(range(n))
     for name, n in parse_expect(expect).items():
         out.setdefault(name, set()).update(range(n))
-    for r in rep["rows"]:
-        out.setdefault(r["experiment"], set()).update(r["seeds"])
-    begun = Path(rep["study_dir"]).glob("runs/*/seed*") if rep.get("study_dir") else ()
+    begun = Path(study_dir).glob("runs/*/seed*") if study_dir else ()
     for run_dir in begun:  # begun, not finished: meant to be there
         if run_dir.name[4:].isdigit() and not (run_dir / "summary.json").is_file():
             out.setdefault(run_dir.parent.name, set()).add(int(run_dir.name[4:]))
-    return {n: sorted(out[n]) for n in study_order(out)}
+    return out
+
+
+def _missing(rep: dict, expect: str | None = None) -> dict[str, dict]:
+    """label -> {"preset", "where": {study folder: [seeds planned, not in the table]}}. A seed goes with
+    the row of its preset in its folder; where the folder has none, with the label its folder's rows share
+    (a folder of amp=native runs: "combined amp=native"), else the preset's name. `expect` is the first
+    folder's."""
+    studies = rep.get("studies") or [{"dir": rep["study_dir"], "meta": rep["meta"]}]
+    out = {}
+    for i, st in enumerate(studies):
+        folder = st["dir"]
+        seeds = {}  # label -> the seeds finished in this folder
+        for r in rep["rows"]:
+            for run, seed in zip(r["runs"], r["seeds"]):
+                if str(Path(run).parents[2]) == str(Path(folder)):
+                    seeds.setdefault(r["experiment"], set()).add(seed)
+        mine = [r for r in rep["rows"] if r["experiment"] in seeds]
+        shared = {tuple(r["variant"]) for r in mine}
+        for name, want in _planned(st["meta"], folder, expect if i == 0 else None).items():
+            own = [r["experiment"] for r in mine if r["preset"] == name]
+            done = set().union(*(seeds[k] for k in own))
+            miss = sorted(s for s in want if s not in done)
+            if not miss:
+                continue
+            label = own[0] if own else " ".join([name, *next(iter(shared))]) if len(shared) == 1 else name
+            out.setdefault(label, {"preset": name, "where": {}})["where"][folder] = miss
+    return out
 
 
 def _short_device(device: str) -> str:
@@ -796,7 +942,6 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
     that is missing says so; nothing is filled in)."""
     from ..config import load_preset, preset_names
     rows = {r["experiment"]: r for r in rep["rows"]}
-    study_dir = Path(rep["study_dir"])
     lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "
              "| device |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
@@ -806,33 +951,41 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
         v = _f(rows[name][f"diff_{key}"], signed=True)
         return f"**{v}**" if (name, label) in beyond else v
 
-    for name, seeds in planned(rep, expect).items():
-        r = rows.get(name)
-        done = set(r["seeds"]) if r else set()
-        missing = [s for s in seeds if s not in done]
-        if r:
-            m = _mark(r)
-            acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
-            cells = [name, "/".join(map(str, r["epochs"])), acc, str(r["n"]), _f(r["seed_report"]),
-                     diff(name, *REFS[0]), _f(r["article"]), diff(name, *REFS[1]),
-                     _duration(r["wall_seconds"]), r.get("arithmetic", "?"), _short_device(r["device"])]
-            lines.append("| " + " | ".join(cells) + " |")
-        if missing:
-            where, untested = [], []
-            for sd in missing:
-                run = f"runs/{name}/seed{sd}"
-                if run in rep.get("untested", ()):  # finished, but trained with test=false (load_runs)
-                    untested.append(f"seed {sd}")
-                    continue
-                k = epochs_done(study_dir / run)
-                where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
-            said = ([f"not finished: {', '.join(where)}"] if where else []) + \
-                ([f"trained without the test set: {', '.join(untested)}"] if untested else [])
-            preset = load_preset(name) if name in preset_names() else None
+    missing = _missing(rep, expect)
+    several = bool(rep.get("studies"))
+    presets = study_order([r["preset"] for r in rep["rows"]] + [m["preset"] for m in missing.values()])
+    for preset in presets:
+        labels = [r["experiment"] for r in rep["rows"] if r["preset"] == preset]
+        labels += [k for k, m in missing.items() if m["preset"] == preset and k not in labels]
+        for name in labels:
+            r = rows.get(name)
+            if r:
+                m = _mark(r)
+                acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
+                cells = [name, "/".join(map(str, r["epochs"])), acc, str(r["n"]), _f(r["seed_report"]),
+                         diff(name, *REFS[0]), _f(r["article"]), diff(name, *REFS[1]),
+                         _duration(r["wall_seconds"]), r.get("arithmetic", "?"), _short_device(r["device"])]
+                lines.append("| " + " | ".join(cells) + " |")
+            if name not in missing:
+                continue
+            said = []
+            for folder, seeds in missing[name]["where"].items():
+                where, untested = [], []
+                at = f" in {folder}" if several else ""
+                for sd in seeds:
+                    run = f"runs/{preset}/seed{sd}"
+                    if (str(Path(folder) / run) if several else run) in rep.get("untested", ()):
+                        untested.append(f"seed {sd}")  # finished, but trained with test=false (load_runs)
+                        continue
+                    k = epochs_done(Path(folder) / run)
+                    where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
+                said += ([f"not finished: {', '.join(where)}{at}"] if where else []) + \
+                    ([f"trained without the test set: {', '.join(untested)}{at}"] if untested else [])
+            spec = load_preset(preset) if preset in preset_names() else None
             # the published figures once per preset: on the finished seeds' row when there is one
-            ref = preset.reference if preset else {}
+            ref = spec.reference if spec else {}
             refs = ["", ""] if r else [_f(ref.get(k)) for k in ("seed_report", "article")]
-            cells = [name, str(preset.epochs if preset else "?"), "; ".join(said), "", refs[0],
+            cells = [name, str(spec.epochs if spec else "?"), "; ".join(said), "", refs[0],
                      "", refs[1], "", "", "", ""]
             lines.append("| " + " | ".join(cells) + " |")
     if beyond:
@@ -869,20 +1022,22 @@ RECORD_FILES = ("study.json", FINDINGS, "report.md", "report.html", "report.json
                 "runs/*/seed*/curves.png", "runs/*/seed*/train.log")
 
 
-def copy_records(study_dir, dest) -> list[Path]:
+def copy_records(study_dir, dest, report_dir=None) -> list[Path]:
     """Copy the study's records (RECORD_FILES: settings, configs, metrics, summaries, curves, logs and
-    the report; never checkpoints) of its finished runs into `dest`, replacing older copies; returns
-    the files written."""
+    the report, from `report_dir` where it was written elsewhere; never checkpoints) of its finished runs
+    into `dest`, replacing older copies; returns the files written."""
     from ..files import atomic_write
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
+    report_dir = Path(report_dir).resolve() if report_dir else study_dir
     if dest == study_dir:
         raise ValueError(f"--records {dest} is the study folder itself; name another folder")
     written = []
     for pattern in RECORD_FILES:
-        for f in sorted(study_dir.glob(pattern)):
-            if f.parts[len(study_dir.parts)] == "runs" and not (f.parent / "summary.json").is_file():
+        root = report_dir if pattern.startswith("report") else study_dir
+        for f in sorted(root.glob(pattern)):
+            if f.parts[len(root.parts)] == "runs" and not (f.parent / "summary.json").is_file():
                 continue  # a run still going: its records come when it has finished
-            target = dest / f.relative_to(study_dir)
+            target = dest / f.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             data = f.read_bytes()
             atomic_write(target, lambda out, data=data: out.write(data))

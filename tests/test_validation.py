@@ -38,7 +38,6 @@ MORE_BAD = [
     ("min_lr_factor=2", "min_lr_factor"), ("onecycle_pct=0", "onecycle_pct"), ("restart_mult=0", "restart_mult"),
     ("restart_mult=0.5", "restart_mult"), ("restart_mult=0.999", "restart_mult"),
     ("nesterov=true momentum=0", "nesterov"), ("momentum=0.0 nesterov=true", "nesterov"),
-    ("optimizer=adam nesterov=true", "nesterov"), ("optimizer=adamw nesterov=true", "nesterov"),
     ("lookahead_decay=1.5", "lookahead_decay"), ("shift=1", "shift"), ("crop_pad=-1", "crop_pad"),
     ("crop_pad=40", "crop_pad"), ("seed=-1", "seed"), ("device=cuda:x", "device"), ("device=gpu", "device"),
     ("schedule=piecewise boundaries=[10,5] values=[0.1,0.01,0.001]", "boundaries"),

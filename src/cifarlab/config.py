@@ -285,9 +285,6 @@ def validate(cfg: Config) -> Config:
     if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum == 0:
         raise ConfigError("nesterov=true needs momentum above 0 (Nesterov's step is a look-ahead along the "
                           "momentum); set momentum, e.g. momentum=0.9, or nesterov=false")
-    if cfg.optimizer != "sgd" and cfg.nesterov:
-        raise ConfigError(f"nesterov=true is a setting of optimizer=sgd; optimizer={cfg.optimizer} has no Nesterov "
-                          f"step and would ignore it: use optimizer=sgd or nesterov=false")
     if not (isinstance(cfg.betas, list) and len(cfg.betas) == 2):
         raise ConfigError(f"betas={cfg.betas!r}: must be two numbers, e.g. [0.9, 0.999]")
     _items("betas", cfg.betas, lambda k, v: _number(k, v, 0, 1, high_open=True))

@@ -374,12 +374,12 @@ def study_dirs(study_dir) -> list[Path]:
 
 def settings_groups(dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]:
     """The finished runs of the study folders as rows: one group per preset and settings (compare's
-    settings_of: all but the seed and how a run executes), labelled by compare.label_groups, where the
+    settings_of: all but the seed and how a run executes), labelled by groups.label_groups, where the
     plain group of a preset (the preset's settings as they are, else the first folder's) keeps its bare
     name; in the study's order, plain first. Then the unfinished and the untested run folders (with
     several folders, their paths with the folder's)."""
     from ..config import load_preset, preset_names, to_dict
-    from .compare import _against, label_groups, settings_of
+    from .groups import _against, label_groups, settings_of
     several = len(dirs) > 1
     groups, unfinished, untested = [], [], []
     for d in dirs:

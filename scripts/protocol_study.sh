@@ -19,20 +19,18 @@ cifarlab study --out "$out" --only vgg1,vgg2,vgg3:3,dropout,weight_decay,augment
 #    study setting); `cifarlab compare OUT/runs/vgg3/seed* OUT-bf16/runs/vgg3/seed* --within 1` gives the
 #    verdict. Measured: equivalent (README, Arithmetic), so where the CPU or GPU computes bf16 natively
 #    3. the headline, combined at its 400 epochs, and 4. the BN/Dropout ablations run in bf16 there too;
-#    elsewhere they run in fp32 beside step 1. On two workers the longest run (combined) starts first.
+#    elsewhere they run in fp32 beside step 1. combined and the 100-epoch ablations are one call: on two
+#    workers the longest run (combined) starts first and the ablations follow one another on the other
+#    worker (as two calls, the other worker would idle through combined's hours).
 if python3 -c "import sys, torch; from cifarlab.train import native_bf16, pick_device
 sys.exit(0 if native_bf16(pick_device('auto')) else 1)"; then
     rest=("$out-bf16" amp=native)
+    first=vgg3:3,combined,bn_only,dropout_only,bn_dropout_swapped
 else
     echo "no native bf16 here: step 2 (vgg3 in bf16) is left for a machine that has it; the rest runs in fp32" >&2
     rest=("$out")
+    first=combined,bn_only,dropout_only,bn_dropout_swapped
 fi
-if [ "${#rest[@]}" -gt 1 ]; then
-    cifarlab study --out "${rest[0]}" --only vgg3:3,combined --workers 2 "$@" "${rest[@]:1}"
-else
-    cifarlab study --out "${rest[0]}" --only combined --workers 2 "$@"
-fi
-# 4. the BN/Dropout ablations at 100 epochs, then the 200-epoch dropout rows
-cifarlab study --out "${rest[0]}" --only bn_only,dropout_only,bn_dropout_swapped --seeds 1 --workers 2 "$@" "${rest[@]:1}"
-cifarlab study --out "${rest[0]}" --only increasing_dropout,dropout_augmentation --seeds 1 --workers 2 "$@" \
-    "${rest[@]:1}"
+cifarlab study --out "${rest[0]}" --only "$first" --workers 2 "$@" "${rest[@]:1}"
+# 4. then the 200-epoch dropout rows
+cifarlab study --out "${rest[0]}" --only increasing_dropout,dropout_augmentation --workers 2 "$@" "${rest[@]:1}"

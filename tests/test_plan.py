@@ -111,3 +111,40 @@ def test_plan_says_what_each_network_computes_in_here(tmp_path):
         fc = forecast(jobs, workers=1, seconds=0.2)
         assert fc.speeds["vgg1"].arithmetic == expect
         assert re.search(rf"^vgg1\s+[\d,]+\s+[\d,]+\s+{expect}$", fc.table(), re.M), fc.table()
+
+
+def test_protocol_script_plans_combined_beside_the_ablations(tmp_path):
+    """scripts/protocol_study.sh passes --plan through to each of its study calls; combined and the 100-epoch
+    ablations are one call, so that on two workers the ablations train beside combined's 400 epochs."""
+    import os
+    from pathlib import Path
+
+    from conftest import data_path
+    from cifarlab.train import native_bf16, pick_device
+    script = Path(__file__).resolve().parents[1] / "scripts" / "protocol_study.sh"
+    out = tmp_path / "protocol"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    r = subprocess.run(["bash", str(script), str(out), "--plan", "--plan-seconds", "0.05", "--data", str(data_path())],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not out.exists() and not Path(f"{out}-bf16").exists()  # plans write nothing
+    plans = r.stdout.split("\nstudy ")
+    assert len(plans) == 3, r.stdout
+
+    def runs(text):
+        return re.findall(r"^(\w+/seed\d)\s+\d+\s+[\d,]+ new", text, re.M)
+
+    six = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation"]
+    assert sorted(runs(plans[0])) == sorted([f"{p}/seed0" for p in six] + ["vgg3/seed1", "vgg3/seed2"])
+    ablations = ["bn_dropout_swapped/seed0", "bn_only/seed0", "dropout_only/seed0"]
+    bf16 = native_bf16(pick_device("auto"))
+    if bf16:  # the baseline again in bf16, in a folder of its own, with combined and the ablations
+        assert plans[1].startswith(f"{out}-bf16\n")
+        assert re.search(r"^combined\s+[\d,]+\s+[\d,]+\s+bf16$", plans[1], re.M)
+    else:
+        assert plans[1].startswith(f"{out}\n")
+    vgg3 = ["vgg3/seed0", "vgg3/seed1", "vgg3/seed2"] if bf16 else []
+    queue = runs(plans[1])
+    assert sorted(queue) == sorted(["combined/seed0"] + ablations + vgg3)
+    assert queue[0] == "combined/seed0"  # the longest first: the ablations follow it on the other worker
+    assert sorted(runs(plans[2])) == ["dropout_augmentation/seed0", "increasing_dropout/seed0"]

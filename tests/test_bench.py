@@ -141,6 +141,12 @@ BAD_OPTIONS = [
     (["--steps", "800"], "no subset is that large: at most 776 steps fit in the 50,000 training images"),
     (["--subset", "60000"], "--subset 60000 is not a subset a run takes (subset=60000: must be a whole number"),
     (["--models", "combined", "--runs", "x", "--reps", "-1"], "--reps -1"),
+    (["--plain-workers", "-1"], "--plain-workers -1: must be 0 or more"),
+    (["--peak-gflops", "-5"], "--peak-gflops -5: a peak in GFLOP/s, above 0"),
+    (["--peak-bf16-gflops", "nan"], "--peak-bf16-gflops nan: a peak in GFLOP/s"),
+    (["--runs", "x", "--target", "88"], "--target 88: an accuracy as a fraction, above 0 and at most 1 "
+                                        "(0.88 for 88%)"),
+    (["--runs", "x", "--target", "0"], "--target 0: an accuracy as a fraction"),
 ]
 
 

@@ -24,6 +24,7 @@ fraction of it reached, and times evaluation of the 10,000-image test set.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -419,6 +420,15 @@ def check_args(args) -> None:
     for opt, v in (("--reps", args.reps), ("--steps", args.steps)):
         if v < 1:
             raise BenchError(f"{opt} {v}: must be 1 or more")
+    if args.plain_workers < 0:
+        raise BenchError(f"--plain-workers {args.plain_workers}: must be 0 or more (0: the plain loop loads "
+                         "its batches in its own process)")
+    for opt, v in (("--peak-gflops", args.peak_gflops), ("--peak-bf16-gflops", args.peak_bf16_gflops)):
+        if not math.isfinite(v) or v < 0:
+            raise BenchError(f"{opt} {v:g}: a peak in GFLOP/s, above 0 (leave it out and the bench measures it)")
+    if not (0 < args.target <= 1):
+        raise BenchError(f"--target {args.target:g}: an accuracy as a fraction, above 0 and at most 1 "
+                         f"(0.88 for 88%)")
     for name in _models(args):
         _steps_fit(name, args.steps, args.subset)
 

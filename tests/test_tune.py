@@ -51,6 +51,15 @@ CHECKS = {
     "grace at epochs": (["--grace-period", "4", "--reduction-factor", "3"], "cifarlab[ray]"),
     "test=false": (["test=false"], "cifarlab[ray]"),  # the default val_split applies before the check
     "val_split=0": (["test=false", "--val-split", "0"], "val_split must be above 0"),
+    "cpus per trial 0": (["--cpus-per-trial", "0"], "--cpus-per-trial 0: must be a number above 0"),
+    "cpus per trial nan": (["--cpus-per-trial", "nan"], "--cpus-per-trial nan: must be a number above 0"),
+    "cpus per trial beyond": (["--cpus", "2", "--cpus-per-trial", "3"],
+                              "--cpus-per-trial 3: more than the 2 CPUs --cpus gives the local Ray instance, "
+                              "so no trial could start"),
+    "cpus 0": (["--cpus", "0"], "--cpus 0: must be 1 or more"),
+    "gpus per trial -1": (["--gpus-per-trial", "-1"], "--gpus-per-trial -1: must be 0 or more"),
+    "gpus per trial beyond": (["--gpus-per-trial", "99"], "--gpus-per-trial 99: more than the"),
+    "cluster's own": (["--address", "127.0.0.1:1", "--cpus-per-trial", "999"], "cifarlab[ray]"),
 }
 
 

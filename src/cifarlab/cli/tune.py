@@ -9,7 +9,7 @@ from pathlib import Path
 from ..study import tune
 from ..config import resolve_config
 from ..errors import UsageError
-from ..study.tune import check_asha, default_val_split, format_table, parse_param, run_search
+from ..study.tune import check_asha, check_resources, default_val_split, format_table, parse_param, run_search
 from .common import add_data
 
 
@@ -76,6 +76,7 @@ def cmd_tune(args) -> int:
     is_file = _is_file(args.preset)
     cfg = tune_config(args.preset, args.overrides, args.epochs, args.subset, args.val_split)
     check_asha(args.grace_period, args.reduction_factor, cfg.epochs)  # before Ray starts
+    check_resources(args.cpus, args.cpus_per_trial, args.gpus_per_trial, args.address)
     cfg.threads = cfg.threads or max(1, int(args.cpus_per_trial))
     cfg.checkpoint_every = 1  # Tune's trial checkpoints are the run's per-epoch checkpoints
     out = Path(args.out or f"tunes/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -126,6 +126,32 @@ def check_asha(grace_period, reduction_factor, epochs: int) -> None:
                           f"1 trial in this many at each rung; default 2)")
 
 
+def check_resources(cpus, cpus_per_trial: float, gpus_per_trial: float, address=None) -> None:
+    """Refuse trial resources that cannot work: none, negative, or more than the local Ray instance
+    has (Ray would then wait for them forever, with no trial started). A cluster (`address`) is
+    trusted to have what it is asked for."""
+    if not (math.isfinite(cpus_per_trial) and cpus_per_trial > 0):
+        raise ConfigError(f"--cpus-per-trial {cpus_per_trial:g}: must be a number above 0 (the CPUs each "
+                          f"trial holds; default 1)")
+    if not (math.isfinite(gpus_per_trial) and gpus_per_trial >= 0):
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g}: must be 0 or more (a fraction shares a GPU)")
+    if cpus is not None and cpus < 1:
+        raise ConfigError(f"--cpus {cpus}: must be 1 or more")
+    if address:
+        return
+    have = cpus or os.cpu_count() or 1
+    if cpus_per_trial > have:
+        where = "--cpus gives the local Ray instance" if cpus else "this machine has"
+        raise ConfigError(f"--cpus-per-trial {cpus_per_trial:g}: more than the {have} CPUs {where}, "
+                          f"so no trial could start")
+    if gpus_per_trial > 0:
+        import torch
+        n = torch.cuda.device_count()
+        if gpus_per_trial > n:
+            raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g}: more than the {n} GPU(s) here, "
+                              f"so no trial could start")
+
+
 def default_val_split(cfg) -> int:
     """A tenth of the training images in use, in whole shares of the 10 classes."""
     n = cfg.subset or 50_000

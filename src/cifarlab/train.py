@@ -49,6 +49,18 @@ class DeviceError(CifarlabError, RuntimeError):
     """A device this machine does not have."""
 
 
+class ArithmeticMismatch(CifarlabError):
+    """A run begun in one arithmetic (bf16) that this machine would continue in another (fp32)."""
+
+
+class RunStopped(Exception):
+    """A run stopped at the end of an epoch because its time (`stop_at`) was spent; its checkpoint is written."""
+
+    def __init__(self, run_dir, epoch: int, epochs: int):
+        super().__init__(f"{run_dir}: stopped after epoch {epoch} of {epochs} (its time was spent)")
+        self.epoch, self.epochs = epoch, epochs
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -288,7 +300,7 @@ def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config,
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
           progress: bool = True, command: list[str] | str | None = None, on_epoch=None, force: bool = False,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, stop_at: float | None = None) -> dict:
     """Train (or resume) the run in `run_dir`; returns its summary. Under torchrun, see distributed.py.
 
     A folder that already holds a run (config.yaml, checkpoint.pt or summary.json) is
@@ -302,6 +314,8 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     (`threads=0`), e.g. a study worker's share of the cores; None: this process's share.
     on_epoch(row, model, run_dir), if given, is called after each epoch's metrics row
     (and checkpoint, when one is due) on rank 0; it may raise to stop the run there.
+    stop_at: a time.time() after which the run stops at the end of its current epoch, its
+    checkpoint written, raising RunStopped (a later resume continues it exactly).
     """
     run_dir = Path(run_dir)
     if cfg is None and not resume:
@@ -309,7 +323,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     if resume and force:
         raise ValueError("train(): resume continues a run, force starts it over; not both")
     runtime.keep_freed_memory()  # a step re-allocates what the last one freed (runtime.py)
-    args = (data_path, resume, force, log, progress, command, on_epoch, threads)
+    args = (data_path, resume, force, log, progress, command, on_epoch, threads, stop_at)
     if not distributed.is_main_process():  # rank 0 alone writes (and locks) the folder
         return _train(cfg, run_dir, *args)
     if not resume and not force:
@@ -383,7 +397,7 @@ def _resume_state(cfg: Config | None, run_dir: Path):
 
 
 def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bool, log, progress: bool,
-           command, on_epoch, threads) -> dict:
+           command, on_epoch, threads, stop_at=None) -> dict:
     """Restore or set up the run, train its remaining epochs one by one, finish it."""
     state = None
     if resume:
@@ -398,6 +412,8 @@ def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bo
             end_epoch(run, row)
             if on_epoch is not None and run.ddp.is_main:
                 on_epoch(row, run.model, run_dir)
+            if stop_at is not None and epoch + 1 < cfg.epochs and time.time() >= stop_at:
+                stop_run(run, epoch + 1)
         return finish_run(run, command)
     except BaseException:
         # a run that stops (disk full, Ctrl-C, an error) leaves no event file open behind it:
@@ -461,6 +477,8 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume:
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
     device = ddp.device(pick_device(cfg.device))
     amp = use_arithmetic(cfg, device)
+    if state is not None:
+        check_arithmetic(run_dir, state.get("segments", []), state["epoch"], amp)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, data_path)
     model, fwd, opt = build_training(cfg, device)
@@ -487,6 +505,53 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume:
     _announce(run)
     run.tb = tensorboard.open_run(run_dir, to_dict(cfg), run.start_epoch * steps, enabled=ddp.is_main, log=log)
     return run
+
+
+def check_arithmetic(run_dir: Path, segments: list[dict], epochs_done: int, amp) -> None:
+    """Refuse to continue a run in another arithmetic than the one its last epochs computed in
+    (a bf16 run resumed with amp=native where bf16 is not native would go on in fp32)."""
+    marked = [g for g in segments if "arithmetic" in g]  # segments of older versions don't say
+    worked = [g["arithmetic"] for g, nxt in zip(marked, [*marked[1:], None])
+              if g["from_epoch"] < (nxt["from_epoch"] if nxt else epochs_done)]
+    here = arithmetic_name(amp)
+    if worked and worked[-1] != here:
+        begun = worked[-1]
+        need = ("a CPU with native bf16 (AVX512_BF16 or AMX) or a GPU" if begun == "bf16"
+                else f"a machine where its amp setting computes {begun}")
+        raise ArithmeticMismatch(
+            f"{run_dir} trained its {epochs_done} epochs so far in {begun}; here it would continue in {here}, "
+            f"so it is left as it is: continue it on {need}")
+
+
+def segment_seconds(segments: list[dict], history: list[dict]) -> float:
+    """Seconds every invocation spent on a run, its setup and evaluation included: the segments'
+    own `seconds`; a segment of an older version without them counts its epochs' seconds."""
+    total = 0.0
+    for g, nxt in zip(segments, [*segments[1:], None]):
+        if "seconds" in g:
+            total += g["seconds"]
+        else:
+            last = nxt["from_epoch"] if nxt else len(history)
+            total += sum(r["epoch_seconds"] for r in history[g["from_epoch"]:last])
+    return total
+
+
+def _note_segment_time(run: Run) -> None:
+    """This invocation's seconds so far, in its segment (saved with every checkpoint and the summary)."""
+    if run.segments:
+        run.segments[-1]["seconds"] = round(time.perf_counter() - run.t_start, 1)
+
+
+def stop_run(run: Run, epochs_done: int) -> None:
+    """Stop after `epochs_done` epochs with everything written for a resume, and raise RunStopped."""
+    if run.ddp.is_main and epochs_done % run.cfg.checkpoint_every != 0:  # end_epoch wrote none this epoch
+        write_metrics(run.run_dir, run.history)
+        save_checkpoint(run, epochs_done)
+    run.log(f"stopped after epoch {epochs_done} of {run.cfg.epochs}: its time was spent; "
+            f"the run resumes from this checkpoint")
+    with contextlib.suppress(Exception):
+        run.tb.close()
+    raise RunStopped(run.run_dir, epochs_done, run.cfg.epochs)
 
 
 def _open_folder(run: Run, force: bool) -> None:
@@ -525,6 +590,7 @@ def _announce(run: Run) -> None:
 def save_checkpoint(run: Run, epochs_done: int) -> None:
     """checkpoint.pt: everything needed to continue after `epochs_done` epochs exactly as if never stopped."""
     extra = {}
+    _note_segment_time(run)
     if run.scaler is not None:
         extra["scaler"] = run.scaler.state_dict()
     if run.lookahead is not None:
@@ -674,11 +740,13 @@ def run_arithmetic(segments: list[dict], amp, epochs: int) -> str:
 
 def _summary(run: Run, test: dict, final: dict, command) -> dict:
     cfg, data = run.cfg, run.data
+    _note_segment_time(run)
     summary = {
         "format_version": runfolder.FORMAT_VERSION,
         "name": cfg.name, "seed": cfg.seed, "test_acc": test["acc"], "test_loss": test["loss"], **final,
         "val_acc_last": run.history[-1]["val_acc"] if run.history else None,  # the last epoch's, without TTA
-        "tta": cfg.tta, "total_seconds": time.perf_counter() - run.t_start,
+        "tta": cfg.tta, "total_seconds": segment_seconds(run.segments, run.history),
+        "last_segment_seconds": time.perf_counter() - run.t_start,
         "epochs": cfg.epochs, "steps_per_epoch": run.steps, "train_images": run.train_images,
         "parameters": count_parameters(run.model), "wall_seconds": run.wall,
         "mean_images_per_second": float(np.mean([r["images_per_second"] for r in run.history])),

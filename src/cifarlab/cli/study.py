@@ -23,6 +23,10 @@ def add_parser(sub, help: str) -> None:
                    help="the order runs are handed to the workers: longest (most training left first, so "
                         "the study ends sooner), study (the study's order); auto (default): longest on "
                         "several workers, study on one")
+    p.add_argument("--stop-after", metavar="DURATION",
+                   help="stop once this much time is spent (2h30m, 45m, 90s): every run in progress ends its "
+                        "epoch with its checkpoint written, no further run starts, and the command exits 0 "
+                        "saying how to continue")
     p.add_argument("--out", help="study folder (default: studies/quick with --quick, else studies/full)")
     p.add_argument("--quick", action="store_true",
                    help=f"pipeline check: {' '.join(QUICK_OVERRIDES)}, epochs x {QUICK_EPOCHS_SCALE}, "
@@ -49,6 +53,10 @@ def cmd_study(args) -> int:
         only, seeds_for = parse_only(args.only)
     except StudyError as e:
         raise UsageError(str(e)) from None
+    try:
+        stop_after = parse_duration(args.stop_after) if args.stop_after is not None else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     given = {k: getattr(args, k) for k in ("address", "gpus_per_run") if getattr(args, k) is not None}
     wrong = [k for k in given if k not in BACKEND_OPTIONS.get(args.backend, ())]
     if wrong:
@@ -59,7 +67,7 @@ def cmd_study(args) -> int:
     try:
         results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
                             args.backend, backend_options=given, command=args.command_line, seeds_for=seeds_for,
-                            order=args.order)
+                            order=args.order, stop_after=stop_after)
     except StudyError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
@@ -67,4 +75,30 @@ def cmd_study(args) -> int:
         print(f"\ncifarlab study: interrupted; every run stopped part-way resumes from its last checkpoint. "
               f"Continue with the same command: {again}", file=sys.stderr)
         return 130
+    again = getattr(args, "command_line", None) or f"cifarlab study --out {out} ..."
+    if any(r["status"] == "stopped" for r in results):
+        left = [r for r in results if r["status"] == "stopped"]
+        print(f"cifarlab study: stopped after --stop-after {args.stop_after}: {len(left)} run(s) not finished, "
+              f"each resumable from its checkpoint. Continue with: {again}")
+    if any(r["status"] == "deferred" for r in results):
+        print("cifarlab study: runs begun in bf16 are left for a machine with native bf16 (listed above)")
     return 1 if any(r["status"] in ("failed", "busy", "mismatch") for r in results) else 0
+
+
+DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """"2h30m" -> 9000.0, "45m", "90s", "1.5h"; a plain number is seconds. ValueError names what is wrong."""
+    import re
+    t = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
+    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+        seconds = float(t)
+    elif parts and "".join(n + u for n, u in parts) == t and len({u for _, u in parts}) == len(parts):
+        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    else:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"--stop-after {text!r}: write a duration above 0 such as 2h30m, 45m, 90s or 1.5h")
+    return seconds

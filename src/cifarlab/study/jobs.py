@@ -47,6 +47,7 @@ class Job:
     data_path: str | None = None
     threads: int = 0  # CPU threads for this run, unless its config sets them (0: all cores)
     command: tuple = ()  # the study command that planned it (words), kept in the run's summary.json
+    stop_at: float | None = None  # time.time() after which the run stops at its epoch's end (--stop-after)
 
     @property
     def label(self) -> str:
@@ -189,12 +190,15 @@ def _log_interrupted(run_dir: Path) -> None:
 def run_job(job: Job) -> dict:
     """Run one job to the end in this process; never recompute a finished run.
 
-    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed, "seconds",
-    "test_acc", "error"}. A run folder whose config.yaml differs from the job's config
-    is not touched (mismatch). The run's own output goes to run_dir/train.log.
+    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed|stopped|deferred,
+    "seconds", "test_acc", "error"}. A run folder whose config.yaml differs from the job's
+    config is not touched (mismatch). Past `job.stop_at` a run stops at the end of its epoch,
+    resumable (stopped; a job handed over after that time does not start). A run begun in bf16
+    that this machine would continue in fp32 is left for another machine (deferred). The
+    run's own output goes to run_dir/train.log.
     """
     from ..runfolder import ConfigMismatchError, RunBusyError, read_summary
-    from ..train import train
+    from ..train import ArithmeticMismatch, RunStopped, train
     run_dir = Path(job.run_dir)
     out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
     mismatch = config_mismatch(job)
@@ -203,6 +207,9 @@ def run_job(job: Job) -> dict:
         return out
     if run_status(run_dir) == "finished":
         out["test_acc"] = read_summary(run_dir)["test_acc"]
+        return out
+    if job.stop_at is not None and time.time() >= job.stop_at:
+        out["status"] = "stopped"  # its time was spent before it began: left as it is
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, started = time.perf_counter(), time.time()
@@ -216,7 +223,7 @@ def run_job(job: Job) -> dict:
             # after train() has checked, under the run's lock, that it is this job's run.
             # threads: the job's share of the cores, not in the config, so a resumed run follows it too
             s = train(job_config(job), run_dir, data_path=job.data_path, resume=True, log=log, progress=False,
-                      command=cmd, threads=job.threads or None)
+                      command=cmd, threads=job.threads or None, stop_at=job.stop_at)
         out["test_acc"] = s["test_acc"]
         if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
             out["status"] = "skipped"
@@ -224,6 +231,12 @@ def run_job(job: Job) -> dict:
         out["status"] = "busy"
     except ConfigMismatchError as e:  # changed between the check above and the lock
         out["status"], out["error"] = "mismatch", str(e)
+    except RunStopped as e:
+        out["status"], out["epoch"] = "stopped", e.epoch
+    except ArithmeticMismatch as e:
+        out["status"], out["error"] = "deferred", str(e)
+        with open(run_dir / "train.log", "a") as logf:
+            print(f"not continued: {e}", file=logf)
     except KeyboardInterrupt:
         _log_interrupted(run_dir)
         raise

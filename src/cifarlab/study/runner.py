@@ -186,16 +186,16 @@ def threads_per_worker(workers: int) -> int:
 
 def plan(presets: list[str], seeds: int, overrides: list[str], study_dir, epochs_scale: float = 1.0,
          data_path=None, workers: int = 1, seed_start: int = 0, command=None,
-         seeds_for: dict | None = None) -> list[Job]:
+         seeds_for: dict | None = None, stop_at: float | None = None) -> list[Job]:
     """The study's jobs, in the presets' order: `seeds` seeds each, or seeds_for[preset] where given;
     `command` (the study's command line, a string or words) goes into each run's summary.json, none
-    when None."""
+    when None; `stop_at` (a time.time()) stops every run at the end of its epoch once it has passed."""
     study_dir = Path(study_dir)
     threads = threads_per_worker(workers)
     words = tuple(command_words(command) or ())
     counts = {p: (seeds_for or {}).get(p, seeds) for p in presets}
     jobs = [Job(p, s, tuple(overrides), str(study_dir / "runs" / p / f"seed{s}"), epochs_scale,
-                str(data_path) if data_path else None, threads, words)
+                str(data_path) if data_path else None, threads, words, stop_at)
             for p in presets for s in range(seed_start, seed_start + counts[p])]
     for j in jobs:  # bad overrides fail here, before any process starts
         job_config(j)
@@ -246,7 +246,7 @@ def open_study(study_dir, settings: dict, options: dict, command=None) -> dict:
     return meta
 
 
-STATUSES = ("trained", "resumed", "skipped", "busy", "mismatch", "failed", "interrupted")
+STATUSES = ("trained", "resumed", "skipped", "busy", "mismatch", "failed", "interrupted", "stopped", "deferred")
 
 
 def close_study(study_dir, meta: dict, results: list[dict], wall: float, interrupted: bool = False) -> None:
@@ -257,6 +257,8 @@ def close_study(study_dir, meta: dict, results: list[dict], wall: float, interru
     mine["counts"] = {s: sum(r["status"] == s for r in results) for s in STATUSES}
     if interrupted:
         mine["interrupted"] = True
+    if mine["counts"]["stopped"]:
+        mine["stopped"] = True  # --stop-after: its time was spent, every run stopped resumable
     path = Path(study_dir) / "study.json"
     with _study_lock(study_dir):
         current = json.loads(path.read_text()) if path.is_file() else meta
@@ -284,22 +286,29 @@ def execution_order(jobs: list[Job], order: str, workers: int) -> list[Job]:
 def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
               epochs_scale: float = 1.0, quick: bool = False, data_path=None, backend: str = "local",
               log=print, backend_options: dict | None = None, command=None, seeds_for: dict | None = None,
-              order: str = "auto") -> list[dict]:
+              order: str = "auto", stop_after: float | None = None) -> list[dict]:
     """Run the study; `command` (its command line) is recorded in study.json and each run's summary.
-    seeds_for: {preset: seeds} for the presets that take another number than `seeds`."""
+    seeds_for: {preset: seeds} for the presets that take another number than `seeds`. stop_after:
+    seconds after which every run in progress stops at the end of its epoch (checkpoint written)
+    and no further run starts; those runs' status is `stopped`."""
     if backend not in BACKENDS:
         raise StudyError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if workers < 1 or seeds < 1 or epochs_scale <= 0 or min((seeds_for or {}).values(), default=1) < 1:
         raise StudyError("--workers and --seeds must be at least 1, --epochs-scale above 0")
+    if stop_after is not None and not stop_after > 0:
+        raise StudyError("--stop-after must be a duration above 0 (2h30m, 45m, 90s)")
+    stop_at = time.time() + stop_after if stop_after is not None else None
     overrides = list(overrides)
     names = ordered_presets(presets)
     jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers, command=command,
-                seeds_for=seeds_for)
+                seeds_for=seeds_for, stop_at=stop_at)
     settings = {"overrides": overrides, "epochs_scale": epochs_scale, "quick": quick}
     options = {"presets": names, "seeds": seeds, "workers": workers, "backend": backend,
                "data": str(data_path) if data_path else None}
     if seeds_for:
         options["seeds_for"] = dict(seeds_for)
+    if stop_after is not None:
+        options["stop_after_seconds"] = stop_after
     pending = [j for j in jobs if run_status(j.run_dir) != "finished"]
     todo = execution_order(pending, order, workers)
     meta = open_study(study_dir, settings, options, command)
@@ -314,6 +323,8 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
         done[0] += 1
         j = r["job"]
         acc = f"test_acc {r['test_acc']:.4f}" if r["test_acc"] is not None else (r["error"] or "")
+        if r["status"] == "stopped":
+            acc = f"after epoch {r['epoch']}, resumable" if r.get("epoch") else "not started"
         log(f"[{done[0]}/{len(todo)}] {j['preset']}/seed{j['seed']}: {r['status']} {acc} "
             f"({r['seconds']:.0f}s, study {time.perf_counter() - t0:.0f}s)")
 
@@ -331,6 +342,6 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
     failed = [r for r in results if r["status"] in ("failed", "busy", "mismatch")]
     log(f"study done in {wall:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
                                                    meta["invocations"][-1]["counts"].items() if v))
-    for r in failed:
+    for r in failed + [r for r in results if r["status"] == "deferred"]:
         log(f"  {r['job']['preset']}/seed{r['job']['seed']}: {r['status']} {r['error'] or ''}")
     return results

@@ -27,6 +27,7 @@ COMMANDS = {
     "presets": "list the presets with their reference accuracies",
     "study": "run presets x seeds into one study folder (resumable)",
     "report": "write report.html and report.md for a study folder",
+    "carry": "carry a study's records and unfinished runs out of a study folder, or into one",
     "compare": "compare run folders: grouped by settings, tested, drawn",
     "evaluate": "test accuracy, per-class accuracy and confusion matrix of a run",
     "predict": "predict the class of image files",

@@ -48,6 +48,7 @@ class Job:
     threads: int = 0  # CPU threads for this run, unless its config sets them (0: all cores)
     command: tuple = ()  # the study command that planned it (words), kept in the run's summary.json
     stop_at: float | None = None  # time.time() after which the run stops at its epoch's end (--stop-after)
+    start_by: float | None = None  # time.time() after which the job does not begin (stop_at for queued jobs)
 
     @property
     def label(self) -> str:
@@ -193,7 +194,7 @@ def run_job(job: Job) -> dict:
     Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed|stopped|deferred,
     "seconds", "test_acc", "error"}. A run folder whose config.yaml differs from the job's
     config is not touched (mismatch). Past `job.stop_at` a run stops at the end of its epoch,
-    resumable (stopped; a job handed over after that time does not start). A run begun in bf16
+    resumable (stopped; past `job.start_by` a job does not begin). A run begun in bf16
     that this machine would continue in fp32 is left for another machine (deferred). The
     run's own output goes to run_dir/train.log.
     """
@@ -208,8 +209,8 @@ def run_job(job: Job) -> dict:
     if run_status(run_dir) == "finished":
         out["test_acc"] = read_summary(run_dir)["test_acc"]
         return out
-    if job.stop_at is not None and time.time() >= job.stop_at:
-        out["status"] = "stopped"  # its time was spent before it began: left as it is
+    if job.start_by is not None and time.time() >= job.start_by:
+        out["status"] = "stopped"  # the study's time was spent before its turn came: left as it is
         return out
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, started = time.perf_counter(), time.time()

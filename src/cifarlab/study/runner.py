@@ -311,8 +311,10 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
         options["stop_after_seconds"] = stop_after
     pending = [j for j in jobs if run_status(j.run_dir) != "finished"]
     todo = execution_order(pending, order, workers)
+    if stop_at is not None:  # the first run of each worker begins whatever the time; a queued one only in time
+        todo = [dataclasses.replace(j, start_by=None if i < workers else stop_at) for i, j in enumerate(todo)]
     meta = open_study(study_dir, settings, options, command)
-    first = "longest runs first" if todo != pending else "in study order"
+    first = "longest runs first" if [j.label for j in todo] != [j.label for j in pending] else "in study order"
     log(f"study {study_dir}: {len(jobs)} runs ({len(names)} presets x {seeds_text(names, seeds, seeds_for)}), "
         f"{len(jobs) - len(todo)} finished, {len(todo)} to run on {workers} worker(s) "
         f"x {jobs[0].threads} thread(s), backend {backend}, {first}")
@@ -324,7 +326,7 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
         j = r["job"]
         acc = f"test_acc {r['test_acc']:.4f}" if r["test_acc"] is not None else (r["error"] or "")
         if r["status"] == "stopped":
-            acc = f"after epoch {r['epoch']}, resumable" if r.get("epoch") else "not started"
+            acc = f"after epoch {r['epoch']}, resumable" if r.get("epoch") else "before it began"
         log(f"[{done[0]}/{len(todo)}] {j['preset']}/seed{j['seed']}: {r['status']} {acc} "
             f"({r['seconds']:.0f}s, study {time.perf_counter() - t0:.0f}s)")
 

@@ -100,8 +100,11 @@ def test_time_to_accuracy_counts_the_final_test_evaluation(tmp_path):
     cfg = apply_overrides(load_preset("fast_combined"), ["subset=1000", "epochs=2", "batch_size=100", "tta=1"])
     s = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
     best_row = max(r["val_acc"] for r in bench.read_metrics(tmp_path / "run"))
-    hit = bench.run_time_to_accuracy(tmp_path / "run", best_row + 1e-6)
-    if s["test_acc"] > best_row:  # TTA helped: only the final evaluation reaches the target
+    # just above every epoch row; a final accuracy equal to the best row's (a network near chance gives
+    # 0.1 twice) is not above it, though summary.json's float32 can lie above metrics.csv's 6 digits
+    target = best_row + 1e-6
+    hit = bench.run_time_to_accuracy(tmp_path / "run", target)
+    if s["test_acc"] >= target:  # TTA helped: only the final evaluation reaches the target
         assert hit == {"epoch": 2, "wall_seconds": s["total_seconds"], "acc": s["test_acc"], "at": "final"}
     else:
         assert hit is None

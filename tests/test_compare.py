@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,7 +104,9 @@ def test_a_margin_of_equivalence_calls_each_group_equivalent_or_not(comparison, 
         assert p.returncode == 0, p.stdout + p.stderr
         c = json.loads((out / "compare.json").read_text())["comparisons"][0]
         assert c["equivalent"] is equivalent and c["within"] == pytest.approx(margin)
-        said = "equivalent: the interval lies inside" if equivalent else "not shown equivalent: the interval reaches"
+        assert c["test"] == "welch"  # dropout is another network: no pairs by seed
+        said = ("equivalent: the Welch interval lies inside" if equivalent
+                else "not shown equivalent: the Welch interval reaches")
         assert said in p.stdout and said in (out / "compare.md").read_text(), p.stdout
         if not equivalent:
             assert f"reaches {lo if abs(lo) > abs(hi) else hi:+.2f}, beyond ±" in p.stdout
@@ -172,3 +175,96 @@ def test_comparison_renders_in_a_headless_browser(comparison, tmp_path):
                    ".filter(i => i.complete && i.naturalWidth > 0).length)</script></body>"))
     dom = _chromium("--dump-dom", "--virtual-time-budget=5000", probe.as_uri()).stdout
     assert f'data-loaded="{len(comparison["json"]["figures"])}"' in dom
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_groups_of_one_network_that_share_seeds_are_paired_by_seed(tmp_path):
+    """The bf16 verdict's runs as they are recorded: vgg3 in fp32 and in bf16 (amp=native), seeds 0-2, one
+    network, so three pairs by seed. The paired test against a hand computation on their summaries, Welch's
+    beside it, and the margin of equivalence judged by the paired interval, which the verdict names."""
+    from scipy import stats
+    fp32 = [RESULTS / "protocol" / "runs" / "vgg3" / f"seed{k}" for k in range(3)]
+    bf16 = [RESULTS / "protocol-bf16" / "runs" / "vgg3" / f"seed{k}" for k in range(3)]
+    out = tmp_path / "verdict"
+    # ±0.5: the paired interval lies inside it, Welch's does not
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "compare", *map(str, fp32 + bf16), "--within", "0.5",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    c = json.loads((out / "compare.json").read_text())["comparisons"][0]
+    d = np.array(accs(bf16)) - np.array(accs(fp32))  # by seed: bf16 minus fp32
+    n, mean, se = len(d), d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+    half = stats.t.ppf(0.975, n - 1) * se
+    t = mean / se
+    pt = c["paired"]
+    assert c["test"] == "paired" and c["pairing"] == "3 pairs by seed"
+    assert pt["seeds"] == [0, 1, 2] and pt["n"] == 3 and pt["df"] == 2
+    assert pt["diffs"] == pytest.approx(d.tolist()) and pt["diff"] == pytest.approx(mean)
+    assert pt["ci"] == pytest.approx([mean - half, mean + half]) and pt["t"] == pytest.approx(t)
+    assert pt["p"] == pytest.approx(2 * stats.t.sf(abs(t), n - 1))
+    assert pt["diffs"] == pytest.approx([-0.27, -0.30, -0.21], abs=0.005)  # the records' three pairs
+    assert pt["ci"] == pytest.approx([-0.37, -0.15], abs=0.01)
+    w = stats.ttest_ind(accs(bf16), accs(fp32), equal_var=False)
+    ci = w.confidence_interval(0.95)
+    assert c["welch"]["ci"] == pytest.approx([ci.low, ci.high]) and c["welch"]["p"] == pytest.approx(w.pvalue)
+    assert c["welch"]["ci"] == pytest.approx([-0.80, 0.28], abs=0.01)
+    # the verdict's numbers are the paired test's
+    assert (c["diff"], c["p"], c["ci"]) == (pt["diff"], pt["p"], pt["ci"]) and c["distinguishable"] is True
+    assert c["equivalent"] is True and c["within"] == 0.5
+    md, html = (out / "compare.md").read_text(), (out / "compare.html").read_text()
+    for text in (md, html, p.stdout):
+        assert "paired by seed (3 pairs)" in text and "equivalent: the paired interval lies inside ±0.5" in text
+        assert f"[{mean - half:+.2f}, {mean + half:+.2f}]" in text and f"[{ci.low:+.2f}, {ci.high:+.2f}]" in text
+    by_seed = ", ".join(f"{x:+.2f}" for x in d)
+    assert f"| 0, 1, 2 | {by_seed} | {mean:+.2f} | [{mean - half:+.2f}, {mean + half:+.2f}] | {t:.2f} | 2 |" in md
+    assert f"<td>{by_seed}</td>" in html.replace('<td class="text">', "<td>")
+    # ±0.3: the paired interval reaches beyond it
+    from cifarlab.study.compare import collect, stats_table
+    rep = collect([*fp32, *bf16], tmp_path / "x", figures=False, within=0.3)
+    assert rep["comparisons"][0]["equivalent"] is False
+    assert stats_table(rep)[1][0][-1] == f"not shown equivalent: the paired interval reaches {mean - half:+.2f}, " \
+                                         "beyond ±0.3"
+
+
+@pytest.fixture(scope="module")
+def other_seeds(small_study, tmp_path_factory):
+    """vgg3 at ten times the learning rate, seeds 2 and 3: real tiny runs that share no seed with the
+    small study's vgg3 (seeds 0 and 1)."""
+    from conftest import STUDY_ARGS
+    from cifarlab.config import resolve_config
+    from cifarlab.train import train
+    root = tmp_path_factory.mktemp("other_seeds")
+    overrides = STUDY_ARGS[STUDY_ARGS.index("--workers") + 2:]
+    dirs = []
+    for seed in (2, 3):
+        cfg = resolve_config("vgg3", None, [*overrides, "lr=0.01", f"seed={seed}", "threads=1"])
+        train(cfg, root / f"vgg3-fast-s{seed}", progress=False, log=lambda *a: None)
+        dirs.append(root / f"vgg3-fast-s{seed}")
+    return dirs
+
+
+def test_groups_without_common_seeds_or_network_fall_back_to_welch_and_say_so(comparison, other_seeds, small_study,
+                                                                                tmp_path):
+    from scipy import stats
+    plain = [small_study["dir"] / "runs" / "vgg3" / f"seed{k}" for k in (0, 1)]
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "compare", *map(str, plain + other_seeds),
+                        "--within", "50", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((out / "compare.json").read_text())
+    c = rep["comparisons"][0]
+    assert [r["seeds"] for r in rep["rows"]] == [[0, 1], [2, 3]]
+    assert c["test"] == "welch" and c["paired"] is None and c["pairing"] == "no seed in common"
+    w = stats.ttest_ind(accs(other_seeds), accs(plain), equal_var=False)
+    ci = w.confidence_interval(0.95)
+    assert c["p"] == pytest.approx(w.pvalue) and c["ci"] == pytest.approx([ci.low, ci.high])
+    assert c["welch"]["ci"] == c["ci"] and c["equivalent"] == (-50 <= c["ci"][0] and c["ci"][1] <= 50)
+    md = (out / "compare.md").read_text()
+    for text in (md, (out / "compare.html").read_text(), p.stdout):
+        assert "Welch (no seed in common)" in text and "the Welch interval" in text
+    assert "The paired tests by seed" not in md
+    # seeds in common but another network (dropout): Welch, said so
+    comps = comparison["json"]["comparisons"]
+    assert [(x["test"], x["pairing"]) for x in comps] == [("welch", "different networks")] * 2
+    assert "Welch (different networks)" in comparison["md"] and "Welch (different networks)" in comparison["html"]

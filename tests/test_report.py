@@ -596,7 +596,8 @@ def test_several_study_folders_make_rows_by_settings_tested_against_the_plain_ro
     for preset in ("vgg1", "vgg2"):
         c = comps[f"{preset} {OTHER}", preset]
         t, pv = stats.ttest_ind(rows[f"{preset} {OTHER}"]["test_acc"], rows[preset]["test_acc"], equal_var=False)
-        assert c["p"] == pytest.approx(pv) and c["ci"][0] <= c["diff"] <= c["ci"][1]
+        w = c["welch"]
+        assert w["p"] == pytest.approx(pv) and w["ci"][0] <= w["diff"] <= w["ci"][1]
         assert OTHER in c["claim"] and "(vs " in c["claim"]
     assert rep["findings"] == {f"vgg1 {OTHER}": "What the other folder found."}  # its own folder's row
     md = (out / "report.md").read_text()
@@ -660,3 +661,31 @@ def test_readme_table_from_two_folders(two_studies, tmp_path):
         r = rows[cells[0][2:]]
         assert cells[1:4] == ["1", f"{r['mean']:.2f} ± {r['std']:.2f}†", "2"]
         assert cells[9] == r["arithmetic"] and cells[10] == _short_device(r["device"]) + " |"
+
+
+def test_the_report_gives_the_paired_test_by_seed_beside_welchs():
+    """The report of the repo's two protocol folders (the records as they are): vgg3 in bf16 against vgg3
+    in fp32, one network and seeds 0-2, is tested by seed as well as by Welch's test, and its verdict is
+    the paired test's."""
+    from scipy import stats
+    from cifarlab.study.report import collect, render_html, render_md
+    bf16_dir = RECORDS.parent / "protocol-bf16"
+    rep = collect([RECORDS, bf16_dir], figures=False, out_dir=RECORDS.parent / "study")
+    c = next(x for x in rep["comparisons"] if (x["a"], x["b"]) == ("vgg3 amp=native", "vgg3"))
+    a = [100 * s["test_acc"] for s in summaries(bf16_dir, "vgg3")[:3]]
+    b = [100 * s["test_acc"] for s in summaries(RECORDS, "vgg3")[:3]]
+    d = np.subtract(a, b)
+    se = d.std(ddof=1) / np.sqrt(3)
+    lo, hi = d.mean() - stats.t.ppf(0.975, 2) * se, d.mean() + stats.t.ppf(0.975, 2) * se
+    assert c["test"] == "paired" and c["paired"]["seeds"] == [0, 1, 2] and c["paired"]["diffs"] == pytest.approx(d)
+    assert c["ci"] == pytest.approx([lo, hi]) and c["t"] == pytest.approx(d.mean() / se) and c["df"] == 2
+    w = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert c["welch"]["ci"] == pytest.approx([w.low, w.high]) and c["distinguishable"] == (c["p"] < 0.05)
+    md, html = render_md(rep), render_html(rep, RECORDS.parent / "study")
+    row = next(x for x in md.splitlines() if x.startswith("| vgg3 amp=native | vgg3 | vgg3 amp=native against"))
+    assert f"| [{w.low:+.2f}, {w.high:+.2f}] |" in row and f"| [{lo:+.2f}, {hi:+.2f}] |" in row
+    assert row.endswith(" | paired by seed (3 pairs) | distinguishable |")
+    by_seed = ", ".join(f"{x:+.2f}" for x in d)
+    assert f"| vgg3 amp=native | vgg3 | 0, 1, 2 | {by_seed} | {d.mean():+.2f} | [{lo:+.2f}, {hi:+.2f}] |" in md
+    assert "paired by seed (3 pairs)" in html and f"[{lo:+.2f}, {hi:+.2f}]" in html and "paired t-test" in html
+

@@ -6,9 +6,10 @@
 Runs whose configs agree on everything but the seed (and the settings that say how a
 run executes, not what it trains: device, threads, ...) form one group. The first
 group on the command line is the reference: every other group's difference in mean
-test accuracy is tested against it (Welch's t-test, 95% interval), as the study
-report tests its experiments. The table, statistics, tables' markup and figures are
-report.py's.
+test accuracy is tested against it (Welch's t-test, 95% interval; and the paired test by
+seed where the two groups share their network and two seeds or more, which the verdict
+then uses), as the study report tests its experiments. The table, statistics, tables'
+markup and figures are report.py's.
 """
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None
     """Every number of the comparison; figures drawn into OUT_DIR/compare_files/ when asked.
 
     `within` (points): a margin of equivalence. A group whose 95% interval of the difference
-    to the first group lies inside ±within is equivalent to it for that purpose (the rule by
-    which bf16 may stand in for fp32 in the study: ±1 point on the baseline's seeds)."""
+    to the first group (the paired test's where the groups are pairs by seed, else Welch's)
+    lies inside ±within is equivalent to it for that purpose (the rule by which bf16 may
+    stand in for fp32 in the study: ±1 point on the baseline's seeds)."""
     from .. import plots
     groups, skipped = group_runs(run_dirs)
     if not groups:
@@ -70,14 +72,13 @@ def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None
     for g, r in zip(groups[1:], rows[1:]):
         if r["n"] < 2 or first["n"] < 2:
             continue
-        w = report.welch(r["test_acc"], first["test_acc"])
+        t = report.tested(r, first)
         comps.append({"a": r["experiment"], "b": first["experiment"], "claim": _against(g, groups[0]),
-                      "n_a": r["n"], "n_b": first["n"], **w, "distinguishable": w["p"] < 0.05,
-                      "same_epochs": r["epochs"] == first["epochs"],
+                      "n_a": r["n"], "n_b": first["n"], **t, "same_epochs": r["epochs"] == first["epochs"],
                       "comparable": r["comparable"] and first["comparable"]})
-        if within is not None:
+        if within is not None:  # by the interval of the verdict's test
             comps[-1]["within"] = within
-            comps[-1]["equivalent"] = -within <= w["ci"][0] and w["ci"][1] <= within
+            comps[-1]["equivalent"] = -within <= t["ci"][0] and t["ci"][1] <= within
     shared = {k: v for k, v in groups[0]["settings"].items()
               if all(_value(g["settings"][k]) == _value(v) for g in groups)}
     out = {"out_dir": str(out_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -121,10 +122,11 @@ def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 def _equivalence(c: dict) -> str:
     lo, hi, m = c["ci"][0], c["ci"][1], c["within"]
+    which = "paired" if c.get("test") == "paired" else "Welch"
     if c["equivalent"]:
-        return f"equivalent: the interval lies inside ±{m:g}"
+        return f"equivalent: the {which} interval lies inside ±{m:g}"
     far = lo if abs(lo) > abs(hi) else hi  # the end farthest beyond the margin
-    return f"not shown equivalent: the interval reaches {far:+.2f}, beyond ±{m:g}"
+    return f"not shown equivalent: the {which} interval reaches {far:+.2f}, beyond ±{m:g}"
 
 
 def groups_table(rep: dict) -> tuple[list[str], list[list[str]]]:
@@ -156,6 +158,14 @@ def _shared_line(rep: dict) -> str:
     return "Settings every group shares, where they differ from cifarlab's defaults: " + (", ".join(own) or "none")
 
 
+TESTS_TEXT = ("Each group's difference in mean test accuracy to the first group (percentage points) has its "
+              "95% confidence interval from Welch's t-test over seeds and, where the two groups are pairs by "
+              "seed, from the paired t-test on the per-seed differences: runs of one seed and one network (the "
+              "same model settings) start from the same weights and see the same batches, so two groups of one "
+              "network that share two seeds or more are pairs. The verdict (and the margin of equivalence) uses "
+              "the paired test where there are pairs, Welch's otherwise, and says which. Groups need at least "
+              "two seeds each.")
+
 NOTE = ("Test accuracy on the 10,000 CIFAR-10 test images, in % (mean ± standard deviation over the "
         "group's seeds).")
 
@@ -175,9 +185,9 @@ def render_md(rep: dict) -> str:
         md += [f"Left out: {', '.join(rep['skipped'])}", ""]
     md += ["## Is the difference more than run-to-run noise?", ""]
     if rep["comparisons"]:
-        md += ["Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
-               "accuracy to the first group (percentage points). Groups need at least two seeds each.", "",
-               t(*stats_table(rep)), ""]
+        md += [f"{TESTS_TEXT}", "", t(*stats_table(rep)), ""]
+        if report.paired_table(rep)[1]:
+            md += ["The paired tests by seed:", "", t(*report.paired_table(rep)), ""]
     else:
         md += ["No group has two or more seeds beside a first group that has them; train more seeds "
                "(`seed=1`, `seed=2`, ...) to test the differences.", ""]
@@ -205,9 +215,12 @@ def render_html(rep: dict, out_dir) -> str:
         parts.append(f"<p>Left out: {e(', '.join(rep['skipped']))}</p>")
     parts.append("<h2>Is the difference more than run-to-run noise?</h2>")
     if rep["comparisons"]:
-        parts.append("<p>Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
-                     "accuracy to the first group (percentage points). Groups need at least two seeds each.</p>")
-        parts.append(t(*stats_table(rep), text_cols=(0, 1, 2, 7, 8), cls="stats"))
+        parts.append(f"<p>{e(TESTS_TEXT)}</p>")
+        head, body = stats_table(rep)
+        parts.append(t(head, body, text_cols=report.text_columns(head), cls="stats"))
+        if report.paired_table(rep)[1]:
+            parts.append("<p>The paired tests by seed:</p>"
+                         + t(*report.paired_table(rep), text_cols=(0, 1, 2, 3), cls="paired"))
     else:
         parts.append("<p>No group has two or more seeds beside a first group that has them; train more seeds "
                      "to test the differences.</p>")

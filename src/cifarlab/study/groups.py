@@ -9,6 +9,10 @@ import json
 IGNORED = ("seed", "name", "description", "reference", "comparable", "device", "threads", "channels_last",
            "compile", "eval_batch_size", "checkpoint_every")
 MAX_LABEL_KEYS = 3
+# Settings that build the network: runs that agree on them and on the seed start from the same weights
+# (and see the same batches, whose order follows the seed alone), so two groups of one network are paired by seed.
+NETWORK = ("model", "blocks", "widths", "dense", "dropout", "batchnorm", "bn_dropout_order", "whiten",
+           "bn_freeze_weight")
 
 
 def _value(v) -> str:
@@ -20,6 +24,12 @@ def settings_of(cfg: dict) -> dict:
     from ..config import Config, to_dict
     full = {**to_dict(Config()), **cfg}
     return {k: v for k, v in full.items() if k not in IGNORED}
+
+
+def network_of(cfg: dict) -> dict:
+    """The settings of a run's config that build its network (NETWORK), defaults filled in."""
+    full = settings_of(cfg)
+    return {k: full[k] for k in NETWORK}
 
 
 def label_groups(groups: list[dict], plain: dict | None = None) -> None:

@@ -24,6 +24,7 @@ import yaml
 
 from ..config import STUDY_ORDER, study_order
 from ..errors import CifarlabError
+from .groups import network_of
 from .jobs import epochs_done, preset_seeds
 
 # The study's claims, as (experiment, compared with, what the seed report said).
@@ -172,6 +173,7 @@ def experiment_row(name: str, rs: list[dict], preset: str | None = None) -> dict
         "beyond_study": (preset or name) not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
         "device": _devices(rs),
         "arithmetic": "/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
+        "network": network_of(rs[0]["config"]),  # a row's runs share their settings: what pairs it by seed
     }
     late = [v for v in map(late_epoch_sd, rs) if v is not None]
     row["late_epoch_sd"] = float(np.mean(late)) if late else None  # mean over the seeds
@@ -253,6 +255,49 @@ def welch(a: list[float], b: list[float]) -> dict:
             "ci": (float(ci.low), float(ci.high))}
 
 
+def paired(a: list[float], b: list[float], seeds: list[int]) -> dict:
+    """The paired t-test of a - b by seed (a[i] and b[i] are seed seeds[i]'s): the mean of the per-seed
+    differences, its 95% confidence interval from the t distribution with n - 1 degrees of freedom, t and p."""
+    from scipy import stats
+    d = np.asarray(a, float) - np.asarray(b, float)
+    diff, sd = float(d.mean()), float(d.std(ddof=1))
+    out = {"seeds": list(seeds), "n": len(d), "diffs": [float(x) for x in d], "diff": diff, "sd": sd,
+           "df": len(d) - 1}
+    if sd == 0:  # every seed moved by the same amount: no noise to compare with, so no t (as welch)
+        return {**out, "t": None, "p": 0.0 if diff else 1.0, "ci": (diff, diff)}
+    r = stats.ttest_rel(a, b)
+    ci = r.confidence_interval(0.95)
+    return {**out, "t": float(r.statistic), "p": float(r.pvalue), "ci": (float(ci.low), float(ci.high))}
+
+
+def _pairs(a: dict, b: dict) -> tuple[list[int], str]:
+    """The seeds that pair rows a and b, and why they are paired or not. Runs of one seed and one network
+    start from the same weights and see the same batches: two rows of one network that share two seeds or
+    more are pairs by seed."""
+    common = sorted(set(a["seeds"]) & set(b["seeds"]))
+    if len(common) < 2:
+        return [], "no seed in common" if not common else f"one seed in common ({common[0]})"
+    if a.get("network") is None or a.get("network") != b.get("network"):
+        return [], "different networks"
+    return common, f"{len(common)} pairs by seed"
+
+
+def tested(a: dict, b: dict) -> dict:
+    """Row a against row b: Welch's test always, the paired test by seed where the design gives pairs
+    (_pairs). The verdict uses the paired test where there is one, else Welch's: "test" names it, and
+    diff, t, p, df and ci are its numbers; "welch" and "paired" (None without pairs) hold both tests."""
+    w = welch(a["test_acc"], b["test_acc"])
+    seeds, why = _pairs(a, b)
+    pt = None
+    if seeds:
+        acc_a, acc_b = dict(zip(a["seeds"], a["test_acc"])), dict(zip(b["seeds"], b["test_acc"]))
+        pt = paired([acc_a[k] for k in seeds], [acc_b[k] for k in seeds], seeds)
+    used = pt or w
+    return {"test": "paired" if pt else "welch", "pairing": why,
+            **{k: used[k] for k in ("diff", "t", "p", "df", "ci")}, "welch": w, "paired": pt,
+            "distinguishable": used["p"] < 0.05}
+
+
 def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
     """The study's claims first, then each experiment against the preset it varies, each between rows
     of the same settings (the plain rows, then those of each other setting); then each row of other
@@ -275,10 +320,9 @@ def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
     for a, b, claim in pairs:
         if a not in rows or b not in rows or rows[a]["n"] < 2 or rows[b]["n"] < 2:
             continue
-        w = welch(rows[a]["test_acc"], rows[b]["test_acc"])
         same_length = rows[a]["epochs"] == rows[b]["epochs"]
-        out.append({"a": a, "b": b, "claim": claim, "n_a": rows[a]["n"], "n_b": rows[b]["n"], **w,
-                    "distinguishable": w["p"] < 0.05, "same_epochs": same_length,
+        out.append({"a": a, "b": b, "claim": claim, "n_a": rows[a]["n"], "n_b": rows[b]["n"],
+                    **tested(rows[a], rows[b]), "same_epochs": same_length,
                     "comparable": rows[a]["comparable"] and rows[b]["comparable"]})
     return out
 
@@ -600,8 +644,15 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _ci(ci) -> str:
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["A", "B", "claim", "n A / B", "A - B (pp)", "95% CI", "p (Welch)", "verdict"]
+    """Each comparison by both tests, Welch's and (where the rows are pairs by seed) the paired one, and
+    the verdict of the test it names."""
+    head = ["A", "B", "claim", "n A / B", "A - B (pp)", "95% CI (Welch)", "p (Welch)", "paired A - B",
+            "95% CI (paired)", "p (paired)", "test of the verdict", "verdict"]
     body = []
     for c in rep["comparisons"]:
         verdict = "distinguishable" if c["distinguishable"] else "not distinguishable from noise"
@@ -612,9 +663,38 @@ def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
             notes.append("scaled runs")
         if notes:
             verdict += f" ({', '.join(notes)})"
-        body.append([c["a"], c["b"], c["claim"], f"{c['n_a']} / {c['n_b']}", _f(c["diff"], signed=True),
-                     f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]", _f(c["p"], "{:.3g}"), verdict])
+        w, pt = c.get("welch") or c, c.get("paired")
+        test = (f"paired by seed ({pt['n']} pairs)" if pt else f"Welch ({c.get('pairing', 'no pairs')})")
+        body.append([c["a"], c["b"], c["claim"], f"{c['n_a']} / {c['n_b']}", _f(w["diff"], signed=True),
+                     _ci(w["ci"]), _f(w["p"], "{:.3g}"), _f(pt["diff"], signed=True) if pt else "-",
+                     _ci(pt["ci"]) if pt else "-", _f(pt["p"], "{:.3g}") if pt else "-", test, verdict])
     return head, body
+
+
+STATS_TEXT = ("A", "B", "claim", "test of the verdict", "verdict")
+
+
+def text_columns(head: list[str]) -> tuple[int, ...]:
+    """The columns of a statistics table set as text, not numbers (compare's included)."""
+    return tuple(i for i, h in enumerate(head) if h in STATS_TEXT or h.startswith(("settings of", "within")))
+
+
+def paired_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    """The paired tests by seed, pair by pair: each seed's difference, their mean, its 95% interval
+    (t distribution, n - 1 df), t and p."""
+    head = ["A", "B", "seeds", "A - B by seed (pp)", "mean A - B", "95% CI", "t", "df", "p"]
+    body = [[c["a"], c["b"], ", ".join(map(str, pt["seeds"])), ", ".join(f"{d:+.2f}" for d in pt["diffs"]),
+             _f(pt["diff"], signed=True), _ci(pt["ci"]), _f(pt["t"]), str(pt["df"]), _f(pt["p"], "{:.3g}")]
+            for c in rep["comparisons"] if (pt := c.get("paired"))]
+    return head, body
+
+
+TESTS_TEXT = ("Each difference in mean test accuracy (percentage points) has its 95% confidence interval from "
+              "Welch's t-test over seeds and, where the two sides are pairs by seed, from the paired t-test on "
+              "the per-seed differences: runs of one seed and one network (the same model settings) start from "
+              "the same weights and see the same batches, so two rows of one network that share two seeds or "
+              "more are pairs. The verdict uses the paired test where there are pairs, Welch's otherwise, and "
+              "says which.")
 
 
 def fidelity_table(rep: dict) -> tuple[list[str], list[list[str]]]:
@@ -712,9 +792,9 @@ def render_md(rep: dict) -> str:
            table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]]), ""]
     md += ["## Is the difference more than run-to-run noise?", ""]
     if rep["comparisons"]:
-        md += ["Welch's t-test over seeds and the 95% confidence interval of the difference in mean test "
-               "accuracy (percentage points). Pairs need at least two seeds each.", "",
-               table(*stats_table(rep)), ""]
+        md += [f"{TESTS_TEXT} Both sides need at least two seeds.", "", table(*stats_table(rep)), ""]
+        if paired_table(rep)[1]:
+            md += ["The paired tests by seed:", "", table(*paired_table(rep)), ""]
     else:
         md += ["No pair of experiments has two or more seeds each; run `cifarlab study --seeds 2` or more.", ""]
     if rep.get("best_error") and not rep["best"]:
@@ -823,9 +903,12 @@ def render_html(rep: dict, study_dir: Path) -> str:
                        text_cols=(1,), cls="presets"))
     parts.append("<h2>Is the difference more than run-to-run noise?</h2>")
     if rep["comparisons"]:
-        parts.append("<p>Welch's t-test over seeds and the 95% confidence interval of the difference in mean "
-                     "test accuracy (percentage points). Pairs need at least two seeds each.</p>")
-        parts.append(table(*stats_table(rep), text_cols=(0, 1, 2, 7), cls="stats"))
+        parts.append(f"<p>{e(TESTS_TEXT)} Both sides need at least two seeds.</p>")
+        head, body = stats_table(rep)
+        parts.append(table(head, body, text_cols=text_columns(head), cls="stats"))
+        if paired_table(rep)[1]:
+            parts.append("<p>The paired tests by seed:</p>"
+                         + table(*paired_table(rep), text_cols=(0, 1, 2, 3), cls="paired"))
     else:
         parts.append("<p>No pair of experiments has two or more seeds each; run <code>cifarlab study --seeds 2"
                      "</code> or more.</p>")

@@ -509,6 +509,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
            "fidelity": fidelity([rows[n] for n in names]), "findings": _findings(dirs, groups)}
     if several:
         out["studies"] = [{"dir": str(d), "meta": m} for d, m in zip(dirs, metas)]
+    out["unfinished"] += _planned_only(out)
     if not figures or not names:
         return out
     fig_dir = Path(out_dir or dirs[0]) / "report_files"
@@ -1011,6 +1012,21 @@ def _missing(rep: dict, expect: str | None = None) -> dict[str, dict]:
                 continue
             label = own[0] if own else " ".join([name, *next(iter(shared))]) if len(shared) == 1 else name
             out.setdefault(label, {"preset": name, "where": {}})["where"][folder] = miss
+    return out
+
+
+def _planned_only(rep: dict) -> list[str]:
+    """The runs a folder's study.json plans that have no run folder there, as the report lists unfinished
+    runs (with several folders, with their folder's path): a records folder keeps the records of finished
+    runs only, so a run still going elsewhere is known there by its plan, as the README table knows it."""
+    several = bool(rep.get("studies"))
+    out = []
+    for m in _missing(rep).values():
+        for folder, seeds in m["where"].items():
+            for seed in seeds:
+                run = Path("runs") / m["preset"] / f"seed{seed}"
+                if not (Path(folder) / run).exists():  # a folder begun or untested is listed by load_runs
+                    out.append(str(Path(folder) / run) if several else str(run))
     return out
 
 

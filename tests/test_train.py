@@ -138,10 +138,10 @@ def test_amp_native_is_bf16_only_where_it_is_the_faster_arithmetic():
         assert cpu_bf16_units(fields) is bool(extra)
 
 
-def test_a_run_resumed_where_native_means_another_arithmetic_says_which_epochs_ran_in_which(tmp_path,
-                                                                                             monkeypatch):
+def test_a_run_resumed_where_native_means_another_arithmetic_is_refused(tmp_path, monkeypatch):
     """amp=native resolves on the machine that runs each segment: a run started where bf16 is the
-    faster arithmetic and resumed where it is not records both, by epoch."""
+    faster arithmetic is not continued where it is not (it would go on in fp32), and its record
+    stays as it was; a record whose segments mix arithmetics says which epochs ran in which."""
     import torch
     import cifarlab.train as tr
     cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=600", "val_split=100",
@@ -156,12 +156,19 @@ def test_a_run_resumed_where_native_means_another_arithmetic_says_which_epochs_r
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run, progress=False, log=stop_in_epoch_3)
     assert len(read_metrics(run)) == 2
+    before = (run / "metrics.csv").read_bytes(), (run / "checkpoint.pt").read_bytes()
     monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: False)
+    with pytest.raises(tr.ArithmeticMismatch, match="trained its 2 epochs so far in bf16; here it would "
+                                                    "continue in fp32"):
+        train(None, run, resume=True, progress=False, log=lambda *a: None)
+    assert ((run / "metrics.csv").read_bytes(), (run / "checkpoint.pt").read_bytes()) == before
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: True)  # where bf16 is native again, it finishes
     s = train(None, run, resume=True, progress=False, log=lambda *a: None)
-    assert [g["arithmetic"] for g in s["segments"]] == ["bf16", "fp32"]
-    assert s["arithmetic"] == "bf16 (epochs 1-2), fp32 (epoch 3)"
-    assert tr.run_arithmetic(s["segments"], torch.bfloat16, 3) == "bf16 (epochs 1-2), fp32 (epoch 3)"
-    assert tr.run_arithmetic(s["segments"][:1], torch.bfloat16, 3) == "bf16"
+    assert s["arithmetic"] == "bf16" and [g["arithmetic"] for g in s["segments"]] == ["bf16", "bf16"]
+    mixed = [{"from_epoch": 0, "arithmetic": "bf16"}, {"from_epoch": 2, "arithmetic": "fp32"}]
+    assert tr.run_arithmetic(mixed, torch.bfloat16, 3) == "bf16 (epochs 1-2), fp32 (epoch 3)"
+    assert tr.run_arithmetic(mixed[:1], torch.bfloat16, 3) == "bf16"
     # a segment that stopped before its first epoch computed nothing; one of an older version says nothing
     same_start = [{"from_epoch": 0, "arithmetic": "fp32"}, {"from_epoch": 0, "arithmetic": "bf16"}]
     assert tr.run_arithmetic(same_start, torch.bfloat16, 3) == "bf16"

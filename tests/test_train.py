@@ -13,7 +13,7 @@ from cifarlab.runfolder import read_metrics
 from cifarlab.train import COLUMNS, train
 
 SMALL = ["subset=2000", "val_split=500", "epochs=5", "lr=0.01", "eval_batch_size=500"]
-VALUES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]  # everything but timings
+VALUES = ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "val_loss_l2"]  # everything but timings
 
 
 def cli(*args, **kw):
@@ -230,3 +230,54 @@ def test_fp16_trains_with_a_grad_scaler_kept_in_the_checkpoint(tmp_path):
     assert [[r[k] for k in VALUES] for r in rows] == [[r[k] for k in VALUES] for r in read_metrics(tmp_path / "cut")]
     assert again["val_acc_last"] == s["val_acc_last"]
     assert load(tmp_path / "cut" / "checkpoint.pt")["scaler"] == scaler
+
+
+def test_validation_loss_with_l2_is_recorded_as_keras_reports_it(tmp_path):
+    """A run with `l2` records the validation cross-entropy (val_loss) and, as Keras's val_loss,
+    the same plus the L2 penalty of the weights it was validated with (val_loss_l2); resumed, it
+    records the same; a run without `l2` records the two equal. The curves draw from either."""
+    import math
+
+    import torch
+    from cifarlab.optim import l2_penalty
+    from cifarlab.plots import curves, penalised
+    tiny = ["subset=1000", "val_split=100", "epochs=2", "threads=1", "test=false", "eval_batch_size=100"]
+    cfg = apply_overrides(load_preset("weight_decay"), tiny)
+    assert cfg.l2 == 0.001
+    seen = []
+
+    def penalty_now(row, model, run_dir):
+        with torch.no_grad():
+            seen.append((row, l2_penalty(model, cfg.l2).item()))
+
+    train(cfg, tmp_path / "l2", progress=False, log=lambda *a: None, on_epoch=penalty_now)
+    rows = read_metrics(tmp_path / "l2")
+    assert len(seen) == len(rows) == 2
+    for (row, pen), kept in zip(seen, rows):
+        assert pen > 0.5  # about 1.2 for this network at the start: the gap the study's Figure 3 shows
+        assert row["val_loss_l2"] == pytest.approx(row["val_loss"] + pen, rel=1e-6)
+        assert kept["val_loss_l2"] == pytest.approx(kept["val_loss"] + pen, rel=1e-5)
+    assert penalised(rows)
+
+    class Stop(Exception):
+        pass
+
+    def stop(row, model, run_dir):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", progress=False, log=lambda *a: None, on_epoch=stop)
+    train(None, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
+    assert [[r[k] for k in VALUES] for r in read_metrics(tmp_path / "cut")] == [[r[k] for k in VALUES] for r in rows]
+
+    plain = apply_overrides(cfg, ["l2=0"])
+    train(plain, tmp_path / "plain", progress=False, log=lambda *a: None)
+    rows0 = read_metrics(tmp_path / "plain")
+    assert [r["val_loss_l2"] for r in rows0] == [r["val_loss"] for r in rows0]
+    assert not penalised(rows0)
+
+    # an older record (no val_loss_l2 column) of a run with l2 still draws, its penalty unrecorded
+    old = [{k: v for k, v in r.items() if k != "val_loss_l2"} for r in rows]
+    assert not penalised(old) and not penalised([{**r, "val_loss_l2": math.nan} for r in old])
+    curves(old, tmp_path / "old.png", l2=cfg.l2)
+    assert (tmp_path / "old.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

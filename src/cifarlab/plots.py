@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -15,14 +16,40 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .files import atomic_write  # noqa: E402
 
 
-def curves(history: list[dict], path: Path, title: str = "") -> None:
-    """Cross-entropy loss and classification accuracy per epoch, train vs validation."""
+def penalised(history: list[dict]) -> bool:
+    """Whether a record's validation loss with the L2 penalty (val_loss_l2) differs from its
+    cross-entropy (val_loss): a run with `l2` recorded by a version that keeps both."""
+    pen = [r.get("val_loss_l2") for r in history]
+    return bool(history) and all(v is not None and math.isfinite(v) for v in pen) and any(
+        v != r["val_loss"] for v, r in zip(pen, history))
+
+
+def curves(history: list[dict], path: Path, title: str = "", l2: float = 0.0) -> None:
+    """Loss and classification accuracy per epoch, train vs validation.
+
+    The loss panel shows the loss as Keras reports it: the training loss with any L2 penalty
+    (`l2`), as trained on, and the validation loss with the same penalty (val_loss_l2), the
+    validation cross-entropy alone dashed beside it. A record without val_loss_l2 (an older
+    version's) of a run with `l2` shows its validation cross-entropy alone, and says so."""
     epochs = [r["epoch"] for r in history]
     mk = "o" if len(epochs) < 30 else None  # a short run's points stay visible
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", label="train", marker=mk)
-    a.plot(epochs, [r["val_loss"] for r in history], color="tab:orange", label="validation", marker=mk)
-    a.set_title("Cross Entropy Loss")
+    if penalised(history):
+        a.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", label="train (with L2)", marker=mk)
+        a.plot(epochs, [r["val_loss_l2"] for r in history], color="tab:orange", label="validation (with L2)",
+               marker=mk)
+        a.plot(epochs, [r["val_loss"] for r in history], color="tab:orange", linestyle="--",
+               label="validation, cross-entropy alone")
+        a.set_title("Loss: cross-entropy + L2 penalty, as Keras reports it")
+    elif l2:
+        a.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", label="train (with L2)", marker=mk)
+        a.plot(epochs, [r["val_loss"] for r in history], color="tab:orange",
+               label="validation, cross-entropy alone (penalty not recorded)", marker=mk)
+        a.set_title("Loss (validation without the L2 penalty)")
+    else:
+        a.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", label="train", marker=mk)
+        a.plot(epochs, [r["val_loss"] for r in history], color="tab:orange", label="validation", marker=mk)
+        a.set_title("Cross Entropy Loss")
     b.plot(epochs, [r["train_acc"] for r in history], color="tab:blue", label="train", marker=mk)
     b.plot(epochs, [r["val_acc"] for r in history], color="tab:orange", label="validation", marker=mk)
     b.set_title("Classification Accuracy")

@@ -42,7 +42,12 @@ from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, 
 from .progress import Progress
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
-           "images_per_second", "wall_seconds"]
+           "images_per_second", "wall_seconds", "val_loss_l2"]
+# train_loss is the loss trained on, with any L2 penalty (`l2`), as Keras reports `loss`; val_loss
+# is the validation cross-entropy alone; val_loss_l2 adds the penalty of the weights at the epoch's
+# end, as Keras reports `val_loss` (equal to val_loss without `l2`). Records written before
+# val_loss_l2 have no such column; a row of such a record carried on by a resume gets nan there
+# when the run has `l2` (its penalty at the time was not kept) and its val_loss when it has none.
 
 
 class DeviceError(CifarlabError, RuntimeError):
@@ -221,6 +226,7 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
+        r = {"val_loss_l2": math.nan, **r}  # a row of an older version's record (see COLUMNS)
         w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
     checkpoint.atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
 
@@ -572,6 +578,8 @@ def restore(run: Run, state: dict) -> None:
     if run.lookahead is not None:
         run.lookahead.load_state_dict(state["lookahead"])
     run.history, run.start_epoch, run.wall = state["history"], state["epoch"], state["wall_seconds"]
+    for r in run.history:  # rows of an older version: without l2 the penalised loss is the plain one
+        r.setdefault("val_loss_l2", math.nan if run.cfg.l2 else r["val_loss"])
     run.segments = list(state.get("segments", []))
     checkpoint.set_rng_state(state["rng"])
 
@@ -658,6 +666,14 @@ def evaluate_on(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0, confus
                             run.cfg.channels_last, run.amp, tta, confusion=confusion)
 
 
+@torch.no_grad()
+def validation_penalty(run: Run) -> float:
+    """The L2 penalty (`l2`) of the weights as they are validated: what Keras adds to the
+    validation cross-entropy in the `val_loss` it reports (0.0 without `l2`)."""
+    penalty = l2_penalty(run.model, run.cfg.l2)
+    return float(penalty.item() if torch.is_tensor(penalty) else penalty)
+
+
 def run_epoch(run: Run, epoch: int) -> dict:
     """Train `epoch`, validate, and add its metrics row to the run's record (and the log)."""
     t0 = time.perf_counter()
@@ -665,11 +681,13 @@ def run_epoch(run: Run, epoch: int) -> dict:
     loss_sum, correct, seen = run.ddp.sum(totals.loss_sum, totals.correct, totals.seen)  # the global batch's
     train_seconds = time.perf_counter() - t0
     val = evaluate_on(run, run.data.x_val, run.data.y_val)
+    penalty = validation_penalty(run)
     dt = run.last_dt = time.perf_counter() - t0
     run.wall += dt
     row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
            "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "epoch_seconds": dt,
-           "images_per_second": seen / train_seconds, "wall_seconds": run.wall}
+           "images_per_second": seen / train_seconds, "wall_seconds": run.wall,
+           "val_loss_l2": val["loss"] + penalty}
     run.history.append(row)
     run.log(_row(row))
     run.tb.epoch(row, (epoch + 1) * run.steps)  # flushed before the checkpoint end_epoch writes
@@ -765,4 +783,4 @@ def _summary(run: Run, test: dict, final: dict, command) -> dict:
 
 def _plot(run_dir: Path, history: list[dict], cfg: Config) -> None:
     from .plots import curves
-    curves(history, run_dir / "curves.png", title=cfg.name)
+    curves(history, run_dir / "curves.png", title=cfg.name, l2=cfg.l2)

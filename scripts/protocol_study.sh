@@ -1,36 +1,65 @@
 #!/usr/bin/env bash
 # The study at its own protocol: the presets as they are, full training set, the test set
-# measured as the study measured it. Hours to days on a CPU (`cifarlab study --plan` with
-# the same options says how long here). Resumable: after any interruption run the same
-# command again; finished runs are skipped, interrupted ones continue from their last epoch.
+# measured as the study measured it. Hours to days on a CPU (`--plan` says how long here).
+# Resumable: after any interruption run the same command again; finished runs are skipped,
+# unfinished ones continue from their last epoch.
 #
-#   bash scripts/protocol_study.sh [STUDY_DIR] [--data PATH]
+#   bash scripts/protocol_study.sh [STUDY_DIR] [--stop-after DURATION] [--data PATH] [--plan]
 #
+# Two study folders: STUDY_DIR (fp32) and STUDY_DIR-bf16 (amp=native). --stop-after is one
+# budget for the whole script: each study call gets what is left of it, and every run in
+# progress stops at the end of its epoch when it is spent (then `cifarlab carry out`).
 # Run it from a checkout pinned at one commit (a `git worktree` with its own environment),
 # so code changes made meanwhile never mix into a running study; every summary.json names
-# the commit it was trained with.
+# the commit it was trained with, and a carried run continues with the commit it began with.
 set -euo pipefail
 out=${1:-studies/protocol}
 shift || true
+args=() stop=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stop-after) stop=${2:?--stop-after needs a duration such as 2h30m}; shift 2 ;;
+        --stop-after=*) stop=${1#*=}; shift ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+deadline=""
+if [ -n "$stop" ]; then
+    seconds=$(python3 -c "import sys; from cifarlab.cli.study import parse_duration
+try: print(int(parse_duration(sys.argv[1])))
+except ValueError as e: sys.exit(f'protocol_study.sh: {e}')" "$stop")
+    deadline=$(( $(date +%s) + seconds ))
+fi
+
+study() {  # study FOLDER PRESETS [key=value ...]: one study call, with what is left of the budget
+    local folder=$1 only=$2 budget=()
+    shift 2
+    if [ -n "$deadline" ]; then
+        local left=$(( deadline - $(date +%s) ))
+        if [ "$left" -le 0 ]; then
+            echo "protocol_study.sh: --stop-after $stop is spent; carry the study out (cifarlab carry out)"
+            exit 0
+        fi
+        budget=(--stop-after "${left}s")
+    fi
+    cifarlab study --out "$folder" --only "$only" --workers 2 "${budget[@]}" "${args[@]}" "$@"
+}
+
 # 1. the article's six experiments at 100 epochs (seed 0; the baseline also seeds 1 and 2, for its
 #    spread), fp32 as the study ran them. (On a GPU amp=auto is bf16: pass amp=off for fp32 rows.)
-cifarlab study --out "$out" --only vgg1,vgg2,vgg3:3,dropout,weight_decay,augmentation --workers 2 "$@"
-# 2. can bf16 stand in for fp32? The baseline's three seeds in bf16, in a folder of their own (amp is a
-#    study setting); `cifarlab compare OUT/runs/vgg3/seed* OUT-bf16/runs/vgg3/seed* --within 1` gives the
-#    verdict. Measured: equivalent (README, Arithmetic), so where the CPU or GPU computes bf16 natively
-#    3. the headline, combined at its 400 epochs, and 4. the BN/Dropout ablations run in bf16 there too;
-#    elsewhere they run in fp32 beside step 1. combined and the 100-epoch ablations are one call: on two
-#    workers the longest run (combined) starts first and the ablations follow one another on the other
-#    worker (as two calls, the other worker would idle through combined's hours).
+study "$out" vgg1,vgg2,vgg3:3,dropout,weight_decay,augmentation
 if python3 -c "import sys, torch; from cifarlab.train import native_bf16, pick_device
 sys.exit(0 if native_bf16(pick_device('auto')) else 1)"; then
-    rest=("$out-bf16" amp=native)
-    first=vgg3:3,combined,bn_only,dropout_only,bn_dropout_swapped
+    # 2. where bf16 is native (measured equivalent on vgg3: README, Arithmetic), in STUDY_DIR-bf16: the
+    #    baseline's three seeds (the verdict), the headline combined and centered at 400 epochs, bn_only's
+    #    three seeds (bf16 measured where BatchNorm is), then the rest of the combined family, seed 0
+    #    each. On two workers the longest runs go first, so the 400-epoch pair trains side by side.
+    study "$out-bf16" vgg3:3,combined,centered,bn_only:3,dropout_only amp=native
+    study "$out-bf16" adam,cosine,bn_dropout_swapped,step_decay,adamw,cosine_restarts,increasing_dropout,dropout_augmentation,warmup_cosine amp=native
 else
-    echo "no native bf16 here: step 2 (vgg3 in bf16) is left for a machine that has it; the rest runs in fp32" >&2
-    rest=("$out")
-    first=combined,bn_only,dropout_only,bn_dropout_swapped
+    # 2. without native bf16 (a run begun in bf16 is never continued in fp32 here): fp32 work in
+    #    STUDY_DIR, bn_only's three seeds (the fp32 side of the BatchNorm family's bf16 verdict), then
+    #    seeds 1 and 2 of the regularisers, whose claims need more than one seed each.
+    echo "no native bf16 here: the bf16 runs are left for a machine that has it; fp32 runs instead" >&2
+    study "$out" bn_only:3,weight_decay:3,dropout:3,augmentation:3
 fi
-cifarlab study --out "${rest[0]}" --only "$first" --workers 2 "$@" "${rest[@]:1}"
-# 4. then the 200-epoch dropout rows
-cifarlab study --out "${rest[0]}" --only increasing_dropout,dropout_augmentation --workers 2 "$@" "${rest[@]:1}"

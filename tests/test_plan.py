@@ -113,9 +113,10 @@ def test_plan_says_what_each_network_computes_in_here(tmp_path):
         assert re.search(rf"^vgg1\s+[\d,]+\s+[\d,]+\s+{expect}$", fc.table(), re.M), fc.table()
 
 
-def test_protocol_script_plans_combined_beside_the_ablations(tmp_path):
-    """scripts/protocol_study.sh passes --plan through to each of its study calls; combined and the 100-epoch
-    ablations are one call, so that on two workers the ablations train beside combined's 400 epochs."""
+def test_protocol_script_plans_the_machines_share_of_the_study(tmp_path):
+    """scripts/protocol_study.sh passes --plan (and a --stop-after budget) through to each of its study calls;
+    where bf16 is native, combined and centered train side by side in the bf16 folder, with bn_only's three
+    seeds and then the rest of the combined family; elsewhere bn_only and the regularisers' seeds in fp32."""
     import os
     from pathlib import Path
 
@@ -124,27 +125,39 @@ def test_protocol_script_plans_combined_beside_the_ablations(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "protocol_study.sh"
     out = tmp_path / "protocol"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    r = subprocess.run(["bash", str(script), str(out), "--plan", "--plan-seconds", "0.05", "--data", str(data_path())],
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(["bash", str(script), str(out), "--plan", "--plan-seconds", "0.05", "--stop-after", "2h",
+                        "--data", str(data_path())], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     assert not out.exists() and not Path(f"{out}-bf16").exists()  # plans write nothing
     plans = r.stdout.split("\nstudy ")
-    assert len(plans) == 3, r.stdout
 
     def runs(text):
         return re.findall(r"^(\w+/seed\d)\s+\d+\s+[\d,]+ new", text, re.M)
 
     six = ["vgg1", "vgg2", "vgg3", "dropout", "weight_decay", "augmentation"]
     assert sorted(runs(plans[0])) == sorted([f"{p}/seed0" for p in six] + ["vgg3/seed1", "vgg3/seed2"])
-    ablations = ["bn_dropout_swapped/seed0", "bn_only/seed0", "dropout_only/seed0"]
-    bf16 = native_bf16(pick_device("auto"))
-    if bf16:  # the baseline again in bf16, in a folder of its own, with combined and the ablations
-        assert plans[1].startswith(f"{out}-bf16\n")
+    if native_bf16(pick_device("auto")):
+        assert len(plans) == 3, r.stdout
+        assert plans[1].startswith(f"{out}-bf16\n") and plans[2].startswith(f"{out}-bf16\n")
         assert re.search(r"^combined\s+[\d,]+\s+[\d,]+\s+bf16$", plans[1], re.M)
+        queue = runs(plans[1])
+        assert sorted(queue) == sorted(["combined/seed0", "centered/seed0", "dropout_only/seed0"]
+                                       + [f"{p}/seed{k}" for p in ("vgg3", "bn_only") for k in range(3)])
+        assert sorted(queue[:2]) == ["centered/seed0", "combined/seed0"]  # the 400-epoch pair side by side
+        rest = ["adam", "cosine", "bn_dropout_swapped", "step_decay", "adamw", "cosine_restarts",
+                "increasing_dropout", "dropout_augmentation", "warmup_cosine"]
+        assert sorted(runs(plans[2])) == sorted(f"{p}/seed0" for p in rest)
     else:
+        assert len(plans) == 2, r.stdout
         assert plans[1].startswith(f"{out}\n")
-    vgg3 = ["vgg3/seed0", "vgg3/seed1", "vgg3/seed2"] if bf16 else []
-    queue = runs(plans[1])
-    assert sorted(queue) == sorted(["combined/seed0"] + ablations + vgg3)
-    assert queue[0] == "combined/seed0"  # the longest first: the ablations follow it on the other worker
-    assert sorted(runs(plans[2])) == ["dropout_augmentation/seed0", "increasing_dropout/seed0"]
+        assert sorted(runs(plans[1])) == sorted([f"bn_only/seed{k}" for k in range(3)] + [
+            f"{p}/seed{k}" for p in ("weight_decay", "dropout", "augmentation") for k in range(3)])
+
+
+def test_protocol_script_refuses_a_bad_budget_before_any_study(tmp_path):
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "scripts" / "protocol_study.sh"
+    r = subprocess.run(["bash", str(script), str(tmp_path / "p"), "--stop-after", "soon"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "--stop-after 'soon'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()

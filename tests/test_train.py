@@ -259,14 +259,9 @@ def test_validation_loss_with_l2_is_recorded_as_keras_reports_it(tmp_path):
         assert kept["val_loss_l2"] == pytest.approx(kept["val_loss"] + pen, rel=1e-5)
     assert penalised(rows)
 
-    class Stop(Exception):
-        pass
-
-    def stop(row, model, run_dir):
-        raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "cut", progress=False, log=lambda *a: None, on_epoch=stop)
+    from cifarlab.train import RunStopped
+    with pytest.raises(RunStopped):  # its time spent at once: stops after epoch 1, resumable
+        train(cfg, tmp_path / "cut", progress=False, log=lambda *a: None, stop_at=0)
     train(None, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
     assert [[r[k] for k in VALUES] for r in read_metrics(tmp_path / "cut")] == [[r[k] for k in VALUES] for r in rows]
 

@@ -555,8 +555,6 @@ def stop_run(run: Run, epochs_done: int) -> None:
         save_checkpoint(run, epochs_done)
     run.log(f"stopped after epoch {epochs_done} of {run.cfg.epochs}: its time was spent; "
             f"the run resumes from this checkpoint")
-    with contextlib.suppress(Exception):
-        run.tb.close()
     raise RunStopped(run.run_dir, epochs_done, run.cfg.epochs)
 
 

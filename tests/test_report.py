@@ -146,6 +146,24 @@ def test_a_best_run_measured_from_its_checkpoint_sees_the_test_set_as_its_summar
     assert np.abs(np.array(again["matrix"]) - np.array(kept)).sum() <= 6  # summation order aside
 
 
+def test_a_best_run_measured_from_its_checkpoint_computes_in_the_runs_arithmetic(tmp_path):
+    """A run trained and tested in bf16 with its own evaluation batches: measured again from its checkpoint
+    (as for a record without the confusion matrix), in bf16 and those batches, it gives the very matrix its
+    summary kept, on this machine."""
+    from cifarlab.config import apply_overrides, load_preset
+    from cifarlab.study.report import best_run_analysis, load_run
+    from cifarlab.train import train
+    cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=1000", "epochs=1", "amp=bf16",
+                                                "eval_batch_size=256"])
+    train(cfg, tmp_path / "runs" / "vgg1" / "seed0", progress=False, log=lambda *a: None)
+    run = load_run(tmp_path / "runs" / "vgg1" / "seed0")
+    assert run["summary"]["arithmetic"] == "bf16"
+    kept = run["summary"].pop("test_confusion")["matrix"]
+    again = best_run_analysis(run)
+    assert again["source"] == "checkpoint.pt" and again["matrix"] == kept
+    assert again["test_acc"] == run["summary"]["test_acc"]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -350,6 +368,30 @@ def _empty_readme(tmp_path) -> Path:
     readme.write_text("<!-- results: begin (written by `cifarlab report STUDY_DIR --readme README.md`) -->\n"
                       "<!-- results: end -->\n")
     return readme
+
+
+def test_a_run_computed_in_two_arithmetics_is_no_protocol_row_unless_its_folder_admits_it(tmp_path):
+    """A run begun in bf16 and finished in fp32 (as older versions continued it on a machine without
+    bf16) measures neither arithmetic: it stays out of the table, said as such in the report and the
+    README, until a note in its folder admits it; then its row says the mix."""
+    from cifarlab.study.report import MIXED_LINE, MIXED_NOTE, collect, readme_table, render_md
+    study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "vgg3/seed2")
+    run = study / "runs" / "vgg3" / "seed2"
+    s = json.loads((run / "summary.json").read_text())
+    half = s["epochs"] // 2
+    s["segments"] = [dict(s["segments"][0], arithmetic="bf16"),
+                     dict(s["segments"][0], from_epoch=half, arithmetic="fp32")]
+    s["arithmetic"] = f"bf16 (epochs 1-{half}), fp32 (epochs {half + 1}-{s['epochs']})"
+    (run / "summary.json").write_text(json.dumps(s))
+    rep = collect(study, figures=False)
+    assert rep["mixed"] == [f"runs/vgg3/seed2 ({s['arithmetic']})"] and rep["rows"][0]["n"] == 2
+    assert not [u for u in rep["unfinished"] if "/vgg3/" in u]
+    assert f"{MIXED_LINE}: runs/vgg3/seed2" in render_md(rep)
+    rows = [line.split(" | ") for line in readme_table(rep, "vgg3:3").splitlines()[2:]]
+    assert [r[2] for r in rows if r[0] == "| vgg3"][1] == "computed in two arithmetics: seed 2"
+    (run / MIXED_NOTE).write_text("kept: the fp32 epochs are the last 50, after the bf16 ones converged\n")
+    rep = collect(study, figures=False)
+    assert not rep["mixed"] and rep["rows"][0]["n"] == 3 and "fp32 (epochs" in rep["rows"][0]["arithmetic"]
 
 
 def test_a_finished_run_trained_without_the_test_set_is_not_called_unfinished(tmp_path):
@@ -714,3 +756,21 @@ def test_a_report_of_records_lists_the_runs_their_plans_leave_unfinished(two_stu
                        timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Not finished (not in the table): runs/vgg2/seed1\n" in (other / "report.md").read_text()
+
+
+def test_the_mean_curves_of_an_l2_row_carry_the_penalised_validation_loss(tmp_path):
+    """weight_decay's record predates val_loss_l2: its mean history has no such column and l2_of gives
+    its penalty, so the curves say the penalty is not recorded. Two seeds whose records hold the column
+    (written as a run of this version writes it) average it epoch by epoch; one seed without it drops it."""
+    from cifarlab.runfolder import read_metrics
+    from cifarlab.study.report import l2_of, load_run, mean_history
+    study = _study_from_records(tmp_path, "weight_decay/seed0")
+    run = load_run(study / "runs" / "weight_decay" / "seed0")
+    assert l2_of([run]) == run["config"]["l2"] > 0
+    assert "val_loss_l2" not in mean_history([run])[0]
+    hist = read_metrics(study / "runs" / "weight_decay" / "seed0")
+    a = {**run, "history": [{**h, "val_loss_l2": h["val_loss"] + 1.0} for h in hist]}
+    b = {**run, "history": [{**h, "val_loss_l2": h["val_loss"] + 2.0} for h in hist]}
+    mean = mean_history([a, b])
+    assert [m["val_loss_l2"] for m in mean] == pytest.approx([h["val_loss"] + 1.5 for h in hist])
+    assert "val_loss_l2" not in mean_history([a, run])[0]

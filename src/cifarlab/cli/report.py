@@ -55,6 +55,7 @@ def cmd_report(args) -> int:
     print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
           f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons"
           + (f", {len(rep['untested'])} trained without the test set" if rep.get("untested") else "")
+          + (f", {len(rep['mixed'])} computed in two arithmetics (not in the table)" if rep.get("mixed") else "")
           + (f", from {len(dirs)} study folders" if len(dirs) > 1 else ""))
     print(f"-> {out / 'report.md'}")
     if args.records:

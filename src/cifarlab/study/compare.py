@@ -96,7 +96,8 @@ def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None
     for i, (g, r) in enumerate(zip(groups, rows), 1):
         seeds = f"mean of {r['n']} seeds" if r["n"] > 1 else "1 seed"
         path = fig_dir / f"curves-{i}.png"
-        plots.curves(report.mean_history(g["runs"]), path, title=f"{r['experiment']}, {seeds}")
+        plots.curves(report.mean_history(g["runs"]), path, title=f"{r['experiment']}, {seeds}",
+                     l2=report.l2_of(g["runs"]))
         out["figures"][f"curves-{i}"] = path.name
     return out
 

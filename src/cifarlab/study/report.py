@@ -65,10 +65,11 @@ REFS = (("seed_report", "seed report"), ("article", "article"))
 
 # --- numbers -------------------------------------------------------------------------
 
-def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str], list[str]]:
-    """Finished runs per preset ({preset: [run, ...]}, by seed), the unfinished run folders, and
-    the finished ones trained without the test set (test=false)."""
-    runs, unfinished, untested = {}, [], []
+def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str], list[str], list[str]]:
+    """Finished runs per preset ({preset: [run, ...]}, by seed), the unfinished run folders, the
+    finished ones trained without the test set (test=false), and the finished ones whose epochs were
+    computed in more than one arithmetic without their folder admitting it (see mixed_arithmetic)."""
+    runs, unfinished, untested, mixed = {}, [], [], []
     for run_dir in sorted(Path(study_dir).glob("runs/*/seed*")):
         run = load_run(run_dir)
         name = str(run_dir.relative_to(study_dir))
@@ -76,11 +77,26 @@ def load_runs(study_dir) -> tuple[dict[str, list[dict]], list[str], list[str]]:
             untested.append(name)
         elif isinstance(run, str):
             unfinished.append(name + _progress(run_dir))
+        elif mixed_arithmetic(run) and not (run_dir / MIXED_NOTE).is_file():
+            mixed.append(f"{name} ({run['summary']['arithmetic']})")
         else:
             runs.setdefault(run_dir.parent.name, []).append(run)
     for rs in runs.values():
         rs.sort(key=lambda r: r["summary"]["seed"])
-    return runs, unfinished, untested
+    return runs, unfinished, untested, mixed
+
+
+# A run whose epochs were computed in more than one arithmetic (begun in bf16, continued in fp32 on another
+# machine) measures neither: it is no protocol row unless its folder holds this note, saying why it counts.
+MIXED_NOTE = "mixed-arithmetic.txt"
+MIXED_LINE = (f"Computed in more than one arithmetic (not in the table; a note in the run's {MIXED_NOTE} "
+              "admits one)")
+
+
+def mixed_arithmetic(run: dict) -> bool:
+    """Whether a finished run's epochs were computed in more than one arithmetic: its summary then
+    says which epochs in which ("bf16 (epochs 1-40), fp32 (epochs 41-100)", train.run_arithmetic)."""
+    return "(epoch" in str(run["summary"].get("arithmetic") or "")
 
 
 def _progress(run_dir: Path) -> str:
@@ -340,11 +356,19 @@ def preset_bases() -> dict[str, str]:
 
 
 def mean_history(rs: list[dict]) -> list[dict]:
-    """Epoch-wise mean over seeds (up to the shortest run)."""
+    """Epoch-wise mean over seeds (up to the shortest run); val_loss_l2 (the validation loss with the
+    L2 penalty, as Keras reports it) where every run's record has it (nan in a mean where one is nan)."""
     n = min(len(r["history"]) for r in rs)
-    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    keys = ["train_loss", "train_acc", "val_loss", "val_acc"]
+    if all("val_loss_l2" in h for r in rs for h in r["history"][:n]):
+        keys.append("val_loss_l2")
     return [{"epoch": i + 1, **{k: float(np.mean([r["history"][i][k] for r in rs])) for k in keys}}
             for i in range(n)]
+
+
+def l2_of(rs: list[dict]) -> float:
+    """The L2 penalty a row's runs trained with (they share their settings), for its curves."""
+    return float(rs[0]["config"].get("l2") or 0.0)
 
 
 class TestSetUnavailable(CifarlabError):
@@ -380,7 +404,10 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     cl = state["config"].get("channels_last", True)
     if cl:  # evaluate as training did (its layout and test-time views), so the accuracy matches its summary
         model = model.to(memory_format=torch.channels_last)
-    ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), channels_last=cl,
+    # in the run's arithmetic and evaluation batches, as its summary's accuracy was measured
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run["summary"].get("arithmetic"))
+    ev = evaluate(model, x, y, torch.tensor(norm["mean"]), torch.tensor(norm["std"]),
+                  batch_size=int(state["config"].get("eval_batch_size") or 1000), channels_last=cl, amp=amp,
                   tta=state["config"].get("tta", 0))
     m = confusion_matrix(ds.y_test, ev["logits"].argmax(1))
     return {"run": str(run["dir"]), "test_acc": float(ev["acc"]), "matrix": m.tolist(),
@@ -425,11 +452,12 @@ def settings_groups(dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]
     from ..config import load_preset, preset_names, to_dict
     from .groups import _against, label_groups, settings_of
     several = len(dirs) > 1
-    groups, unfinished, untested = [], [], []
+    groups, unfinished, untested, mixed = [], [], [], []
     for d in dirs:
-        runs, unf, unt = load_runs(d)
+        runs, unf, unt, mix = load_runs(d)
         unfinished += [str(d / u) if several else u for u in unf]
         untested += [str(d / u) if several else u for u in unt]
+        mixed += [str(d / u) if several else u for u in mix]
         for name, rs in runs.items():
             for r in rs:
                 r["study"] = d
@@ -455,7 +483,7 @@ def settings_groups(dirs: list[Path]) -> tuple[list[dict], list[str], list[str]]
             g["runs"].sort(key=lambda r: r["summary"]["seed"])
             g["against"] = _against(g, plain)
         out += [plain] + [g for g in kin if g is not plain]
-    return out, unfinished, untested
+    return out, unfinished, untested, mixed
 
 
 def _findings(dirs: list[Path], groups: list[dict]) -> dict[str, str]:
@@ -488,7 +516,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
     for d in dirs:
         if not (d / "runs").is_dir():
             raise FileNotFoundError(f"{d} is not a study folder (no runs/); run `cifarlab study` first")
-    groups, unfinished, untested = settings_groups(dirs)
+    groups, unfinished, untested, mixed = settings_groups(dirs)
     runs = {g["label"]: g["runs"] for g in groups}
     names = list(runs)
     rows = {}
@@ -504,7 +532,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
         metas.append(json.loads(meta_path.read_text()) if meta_path.is_file() else {})
     out = {"study_dir": ", ".join(map(str, dirs)), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
            "meta": metas[0], "rows": [rows[n] for n in names], "unfinished": unfinished,
-           "untested": untested,
+           "untested": untested, "mixed": mixed,
            "comparisons": comparisons(rows, preset_bases()), "figures": {}, "best": None,
            "fidelity": fidelity([rows[n] for n in names]), "findings": _findings(dirs, groups)}
     if several:
@@ -521,7 +549,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
         tag = "" if rows[n]["comparable"] else " (scaled: not comparable)"
         seeds = f"mean of {rows[n]['n']} seeds" if rows[n]["n"] > 1 else "1 seed"
         path = fig_dir / f"curves-{_slug(n)}.png"
-        plots.curves(mean_history(runs[n]), path, title=f"{n}, {seeds}{tag}")
+        plots.curves(mean_history(runs[n]), path, title=f"{n}, {seeds}{tag}", l2=l2_of(runs[n]))
         figs[f"curves-{n}"] = path.name
     for title, members in GROUPS:
         present = [m for m in members if m in runs]
@@ -782,6 +810,8 @@ def render_md(rep: dict) -> str:
         md += [f"Not finished (not in the table): {', '.join(rep['unfinished'])}", ""]
     if rep.get("untested"):
         md += [f"{UNTESTED_LINE}: {', '.join(rep['untested'])}", ""]
+    if rep.get("mixed"):
+        md += [f"{MIXED_LINE}: {', '.join(rep['mixed'])}", ""]
     md += ["## Against the published figures", "", RULE, "", f"**{fidelity_summary(rep)}**", ""]
     if rep.get("fidelity"):
         md += [table(*fidelity_table(rep)), ""]
@@ -890,6 +920,8 @@ def render_html(rep: dict, study_dir: Path) -> str:
         parts.append(f"<p>Not finished (not in the table): {e(', '.join(rep['unfinished']))}</p>")
     if rep.get("untested"):
         parts.append(f"<p>{e(UNTESTED_LINE)}: {e(', '.join(rep['untested']))}</p>")
+    if rep.get("mixed"):
+        parts.append(f"<p>{e(MIXED_LINE)}: {e(', '.join(rep['mixed']))}</p>")
     parts.append(f"<h2>Against the published figures</h2><p>{e(RULE)}</p><p><b>{e(fidelity_summary(rep))}</b></p>")
     if rep.get("fidelity"):
         parts.append(table(*fidelity_table(rep), text_cols=(0, 1, 7), cls="fidelity"))
@@ -1069,17 +1101,22 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
                 continue
             said = []
             for folder, seeds in missing[name]["where"].items():
-                where, untested = [], []
+                where, untested, mixed = [], [], []
                 at = f" in {folder}" if several else ""
                 for sd in seeds:
                     run = f"runs/{preset}/seed{sd}"
-                    if (str(Path(folder) / run) if several else run) in rep.get("untested", ()):
+                    key = str(Path(folder) / run) if several else run
+                    if key in rep.get("untested", ()):
                         untested.append(f"seed {sd}")  # finished, but trained with test=false (load_runs)
+                        continue
+                    if any(m.split(" (")[0] == key for m in rep.get("mixed", ())):
+                        mixed.append(f"seed {sd}")  # finished in two arithmetics: no protocol row (load_runs)
                         continue
                     k = epochs_done(Path(folder) / run)
                     where.append(f"seed {sd}" + (f" (at epoch {k})" if k else ""))
                 said += ([f"not finished: {', '.join(where)}{at}"] if where else []) + \
-                    ([f"trained without the test set: {', '.join(untested)}{at}"] if untested else [])
+                    ([f"trained without the test set: {', '.join(untested)}{at}"] if untested else []) + \
+                    ([f"computed in two arithmetics: {', '.join(mixed)}{at}"] if mixed else [])
             spec = load_preset(preset) if preset in preset_names() else None
             # the published figures once per preset: on the finished seeds' row when there is one
             ref = spec.reference if spec else {}

@@ -1,4 +1,10 @@
-"""Shared fixtures: the real CIFAR-10 copy beside the project, loaded once per session."""
+"""Shared fixtures: the real CIFAR-10 copy beside the project, loaded once per session.
+
+Only the tests that need the data set look for it: a test of a schedule or a config check
+runs without it, and a test that needs it fails (never skips) where it is missing, saying
+where it was looked for. `python3 -m pytest -m "not slow"` leaves out the tests marked
+`slow` (another process, torchrun, Ray, Chromium, a mounted tmpfs, or seconds of training).
+"""
 import os
 import shutil
 from pathlib import Path
@@ -6,15 +12,36 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where a load finds nothing, it would download: tests never do, they fail at once instead.
+NO_DOWNLOAD = "http://127.0.0.1:9/cifar-10-binary.tar.gz"
+
+
+def expected_data() -> Path:
+    """Where the suite takes CIFAR-10 from: $CIFARLAB_DATA, else ../shared/data/cifar-10-batches-bin."""
+    env = os.environ.get("CIFARLAB_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data" / "cifar-10-batches-bin"
 
 
 def data_path() -> Path:
-    env = os.environ.get("CIFARLAB_DATA")
-    path = Path(env) if env else ROOT.parent / "shared" / "data" / "cifar-10-batches-bin"
+    """The CIFAR-10 folder; the calling test (or fixture) fails, with one line saying where it looked,
+    where it is missing."""
+    path = expected_data()
     if not path.exists():
-        pytest.exit(f"CIFAR-10 not found at {path}: set CIFARLAB_DATA to the cifar-10-batches-bin folder",
-                    returncode=4)
+        pytest.fail(f"CIFAR-10 not found at {path}: set CIFARLAB_DATA to the cifar-10-batches-bin folder "
+                    "(this test needs the data set)", pytrace=False)
     return path
+
+
+def pytest_report_header(config):
+    path = expected_data()
+    return f"CIFAR-10: {path}" + ("" if path.exists() else " (missing: the tests that need it fail)")
+
+
+def pytest_terminal_summary(terminalreporter):
+    path = expected_data()
+    if not path.exists():
+        terminalreporter.write_line(f"CIFAR-10 not found at {path}: every test that needs it fails; set "
+                                    "CIFARLAB_DATA to the cifar-10-batches-bin folder", red=True)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +56,7 @@ def cifar(data_dir):
 
 
 @pytest.fixture(scope="session")
-def two_runs(tmp_path_factory, _isolated_cache):
+def two_runs(tmp_path_factory, _isolated_cache, data_dir):
     """Two small real run folders holding different weights, to export: tests/fixtures/run_v0_interrupted
     as it is (stopped after epoch 1 of 2) and a copy of it resumed to the end of epoch 2."""
     from cifarlab.train import train
@@ -42,13 +69,18 @@ def two_runs(tmp_path_factory, _isolated_cache):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory, data_dir):
-    """The session (and the commands it starts) gets its own cache folder; data from CIFARLAB_DATA."""
-    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "CIFARLAB_DATA")}
+def _isolated_cache(tmp_path_factory):
+    """The session (and the commands it starts) gets its own cache folder; data from CIFARLAB_DATA.
+    Without the data set, CIFARLAB_DATA still names where it was looked for and a load that finds
+    nothing fails at once (no download), so a test that trains without asking for `data_dir` fails
+    saying "CIFAR-10 not found" with that folder, as the ones that ask for it do."""
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "CIFARLAB_DATA", "CIFARLAB_URL", "PYTHONPATH")}
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "cache")
-    os.environ["CIFARLAB_DATA"] = str(data_dir)
+    data = expected_data()
+    os.environ["CIFARLAB_DATA"] = str(data)
+    if not data.exists():
+        os.environ["CIFARLAB_URL"] = NO_DOWNLOAD
     # commands started by tests (python -m cifarlab ...) import this tree too
-    saved["PYTHONPATH"] = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), saved["PYTHONPATH"]]))
     yield
     for k, v in saved.items():
@@ -78,7 +110,7 @@ def _run_states(study):
 
 
 @pytest.fixture(scope="session")
-def small_study(tmp_path_factory):
+def small_study(tmp_path_factory, data_dir):
     import fcntl
     import json as _json
     import signal

@@ -89,6 +89,7 @@ class _Plant:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.slow
 def test_hostile_checkpoint_runs_nothing(twin, image, tmp_path, capsys):
     """A checkpoint-shaped file whose unpickling would create a marker file: every way into
     it (predict, cifarlab.load, evaluate, export, train --resume, a study resuming the run,
@@ -199,6 +200,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_inside_checkpoint_write_then_resume_leaves_no_temporary(twin, tmp_path):
     out, flag = tmp_path / "run", tmp_path / "in-write"
     p = subprocess.Popen([sys.executable, "-c", _SLOW_SECOND_SAVE, "train", "--preset", "vgg1", "--out", str(out),
@@ -230,6 +232,7 @@ def test_sigkill_inside_checkpoint_write_then_resume_leaves_no_temporary(twin, t
     _same_run(twin, out)
 
 
+@pytest.mark.slow
 def test_sigkill_inside_cache_write_is_swept_by_the_next_load(data_dir, cifar, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
@@ -248,6 +251,7 @@ def test_sigkill_inside_cache_write_is_swept_by_the_next_load(data_dir, cifar, t
     assert _temporaries(cache) == [] and len(list(arrays.glob("*.npz"))) == 1
 
 
+@pytest.mark.slow
 def test_damaged_array_cache_is_rebuilt_and_said_in_one_line(data_dir, cifar, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     D.load_cifar10(data_dir, download_ok=False)
@@ -292,6 +296,7 @@ def stalled_server():
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_download_leaves_no_part_file(stalled_server, tmp_path):
     url, sent = stalled_server
     cache, empty = tmp_path / "cache", tmp_path / "empty"
@@ -333,6 +338,7 @@ def _import_fails(*a, **k):
     raise ImportError("initialization failed")
 
 
+@pytest.mark.slow
 def test_ctrl_c_that_turns_into_another_error_is_still_an_interruption(twin, tmp_path, capsys, monkeypatch):
     """Ctrl-C while the first curves.png loads matplotlib: `train` says interrupted (exit 130,
     the resume command, no traceback) and resumes to the uninterrupted result; a study's run
@@ -343,12 +349,13 @@ def test_ctrl_c_that_turns_into_another_error_is_still_an_interruption(twin, tmp
     with pytest.raises(ImportError):
         cli.main(["train", "--preset", "vgg1", "--out", str(run), "--quiet", *TINY])
     monkeypatch.setattr("cifarlab.train._plot", _ctrl_c_inside_an_import)
+    before = signal.getsignal(signal.SIGINT)  # Python's handler, or SIG_IGN where this process began ignoring it
     rc, err = _cli(capsys, "train", "--preset", "vgg1", "--out", run, "--quiet", "--force", *TINY)
     assert rc == 130, err
     assert f"cifarlab train: interrupted; it resumes with `cifarlab train --resume {run}`" in err, err
     assert "Traceback" not in err and "ImportError" not in err, err
     assert checkpoint.load(run / "checkpoint.pt")["epoch"] == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command put Python's back
+    assert signal.getsignal(signal.SIGINT) is before  # the command put back what it found
 
     study = tmp_path / "study"
     rc, err = _cli(capsys, "study", "--out", study, "--only", "vgg1", "--backend", "inline", *TINY)
@@ -360,6 +367,28 @@ def test_ctrl_c_that_turns_into_another_error_is_still_an_interruption(twin, tmp
     monkeypatch.undo()
     train(None, run, resume=True, progress=False, log=_quiet)
     _same_run(twin, run)
+
+
+@pytest.mark.parametrize("found", [signal.default_int_handler, signal.SIG_IGN, signal.SIG_DFL],
+                         ids=["python-handler", "ignored", "system-default"])
+def test_a_command_answers_ctrl_c_and_puts_back_the_sigint_handler_it_found(found, capsys, monkeypatch):
+    """Whatever SIGINT meant to the process before (Python's KeyboardInterrupt; ignored, as in a job a
+    shell started in the background; the system's default), a command stopped by Ctrl-C says
+    interrupted (exit 130) and leaves SIGINT as it found it."""
+    def ctrl_c(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the handler raises here
+        raise AssertionError("SIGINT did not arrive")
+
+    monkeypatch.setattr("cifarlab.cli.presets.load_preset", ctrl_c)
+    saved = signal.signal(signal.SIGINT, found)
+    try:
+        rc, err = _cli(capsys, "presets")
+        now = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert rc == 130 and err.strip() == "cifarlab presets: interrupted", err
+    assert now is found
 
 
 # Runs `cifarlab export` with the rename of one file into the export folder held open (the path
@@ -393,6 +422,7 @@ def _export_state(out: Path) -> str:
     return ", ".join(sorted(files))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pause_at", ["model.safetensors", "model.json"])
 def test_an_export_killed_while_moving_into_place_leaves_no_model_json_over_other_weights(two_runs, cifar, tmp_path,
                                                                                          pause_at):
@@ -489,6 +519,7 @@ def _open_files_under(folder: Path) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_disk_full_in_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(twin, data_dir, tmp_path, capsys,
                                                                                  monkeypatch):
     """A run on a 12 MB file system: the first checkpoint (8.5 MB) fits, the second does not
@@ -540,6 +571,7 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch)
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
 
 
+@pytest.mark.slow
 def test_sweep_removes_only_temporaries_without_a_live_writer(tmp_path):
     """Same host: the writer's PID decides (a live PID unchanged for a day was reused);
     another host or a name without a writer (earlier versions): ten minutes unchanged."""

@@ -30,6 +30,7 @@ def result():
     return bench.run(args, log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_fields_and_ratios(result):
     assert result["peak_gflops"] == 100 and result["peak_source"] == "given"
     assert "torch" in result["device"]
@@ -56,6 +57,7 @@ def test_fields_and_ratios(result):
     assert ("cifarlab-bf16 is" in text) == native
 
 
+@pytest.mark.slow
 def test_keras_computes_on_as_many_threads_as_cifarlab():
     pytest.importorskip("tensorflow", reason="the Keras contender needs the keras extra")
     before = torch.get_num_threads()
@@ -93,6 +95,7 @@ def test_time_to_accuracy_of_run_folders(tmp_path):
     assert bench.time_to_accuracy(hist, 0.9) is None
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_counts_the_final_test_evaluation(tmp_path):
     # A real run with test-time augmentation: its epoch rows measure the test set without TTA,
     # its summary the test set with it. A target between the two is reached at the end.
@@ -118,6 +121,7 @@ def test_bad_model_and_contender_are_errors():
         bench.run(parse("--models", "resnet", "--no-peak"), log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_cli_writes_json(tmp_path):
     out = tmp_path / "b.json"
     p = subprocess.run([sys.executable, "-m", "cifarlab", "bench", "--models", "vgg3", "--contenders",

@@ -46,6 +46,7 @@ def moved(tmp_path_factory):
     return {"twin": twin, "first": first, "records": records, "second": second, **out}
 
 
+@pytest.mark.slow
 def test_stop_after_stops_at_an_epochs_end_and_exits_0_saying_how_to_continue(moved):
     r = moved["stop"]
     assert r.returncode == 0, r.stderr
@@ -62,6 +63,7 @@ def test_stop_after_stops_at_an_epochs_end_and_exits_0_saying_how_to_continue(mo
     assert "stopped after epoch 1 of 3" in (run / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_carry_out_takes_the_unfinished_runs_checkpoint_and_names_it(moved):
     r = moved["carry_out"]
     assert r.returncode == 0, r.stderr
@@ -70,6 +72,7 @@ def test_carry_out_takes_the_unfinished_runs_checkpoint_and_names_it(moved):
     assert moved["records_at_stop"] == ["checkpoint.pt", "config.yaml", "curves.png", "metrics.csv", "train.log"]
 
 
+@pytest.mark.slow
 def test_a_carried_run_continues_in_a_new_folder_to_exactly_the_uninterrupted_result(moved):
     assert moved["twin_run"].returncode == 0 and moved["carry_in"].returncode == 0
     assert "carried in" in moved["carry_in"].stdout
@@ -91,6 +94,7 @@ def test_a_carried_run_continues_in_a_new_folder_to_exactly_the_uninterrupted_re
         a["segments"][0]["seconds"])
 
 
+@pytest.mark.slow
 def test_carrying_a_finished_run_back_replaces_its_checkpoint_and_keeps_every_invocation(moved):
     r = moved["carry_back"]
     assert r.returncode == 0, r.stderr
@@ -103,6 +107,7 @@ def test_carrying_a_finished_run_back_replaces_its_checkpoint_and_keeps_every_in
     assert [i["id"] for i in study_json(moved["records"])["invocations"]] == second
 
 
+@pytest.mark.slow
 def test_carry_never_replaces_a_finished_run_or_a_later_state(moved, tmp_path):
     import shutil
     stale = tmp_path / "stale"
@@ -120,6 +125,7 @@ def test_carry_never_replaces_a_finished_run_or_a_later_state(moved, tmp_path):
     assert r.returncode == 0 and "at epoch 1 already" in r.stdout
 
 
+@pytest.mark.slow
 def test_bad_carries_are_one_line_and_write_nothing(moved, tmp_path):
     import shutil
     damaged = tmp_path / "damaged"
@@ -146,6 +152,7 @@ def test_bad_carries_are_one_line_and_write_nothing(moved, tmp_path):
         assert sorted(p.relative_to(moved["records"]) for p in moved["records"].rglob("*")) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["abc", "0s", "-5m", "2h2h", "30mm", ""])
 def test_a_bad_stop_after_is_one_line_and_starts_nothing(tmp_path, text):
     r = cifarlab("study", "--out", tmp_path / "s", "--only", "vgg1", f"--stop-after={text}", *TINY, timeout=60)
@@ -161,6 +168,7 @@ def test_stop_after_reads_hours_minutes_and_seconds():
     assert parse_duration("1.5h") == 5400 and parse_duration("1h2m3s") == 3723 and parse_duration("600") == 600
 
 
+@pytest.mark.slow
 def test_a_queued_run_does_not_begin_once_the_time_is_spent(tmp_path):
     out = tmp_path / "s"
     r = cifarlab("study", "--out", out, "--only", "vgg1", "--seeds", "2", "--workers", "1", "--order", "study",
@@ -171,6 +179,7 @@ def test_a_queued_run_does_not_begin_once_the_time_is_spent(tmp_path):
     assert not (out / "runs" / "vgg1" / "seed1").exists()
 
 
+@pytest.mark.slow
 def test_a_run_begun_in_bf16_is_not_continued_in_fp32(tmp_path):
     """A run whose epochs so far computed in bf16 (a machine with native bf16 began it) is left as it is
     where its settings compute fp32: the study says so in one line and goes on; train --resume refuses."""

@@ -12,6 +12,8 @@ import pytest
 
 from test_report import CHROMIUM, _chromium
 
+pytestmark = pytest.mark.slow  # every test here starts other processes
+
 
 @pytest.fixture(scope="module")
 def comparison(small_study, tmp_path_factory):

@@ -38,6 +38,7 @@ def test_unknown_preset_lists_presets():
     assert "vgg3" in preset_names()
 
 
+@pytest.mark.slow
 def test_cli_reports_config_errors_without_traceback():
     r = subprocess.run([sys.executable, "-m", "cifarlab", "train", "--preset", "vgg3", "bogus=1"],
                        capture_output=True, text=True)
@@ -46,6 +47,7 @@ def test_cli_reports_config_errors_without_traceback():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_missing_data_without_traceback(tmp_path):
     import os
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), CIFARLAB_DATA=str(tmp_path / "none"),

@@ -193,6 +193,7 @@ print(ds.source, ds.y_train[:5].tolist())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["archive-as-data", "download-into-cache"])
 def test_a_second_worker_waits_for_the_unpacking_and_reuses_its_folder(where, made_archive, served, tmp_path):
     """A worker that finds the folder's lock held (another worker unpacking the archive, or

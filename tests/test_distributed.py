@@ -19,6 +19,8 @@ from cifarlab.runfolder import read_metrics
 from cifarlab.train import train
 from netns import loopback_only, require_loopback_namespace
 
+pytestmark = pytest.mark.slow  # every test here starts other processes
+
 RUN = ["subset=1000", "val_split=190", "epochs=2", "seed=1", "batch_size=63", "threads=1",
        "eval_batch_size=500"]
 

@@ -163,6 +163,7 @@ SMOKE = ["subset=1200", "val_split=200", "epochs=3", "batch_size=100", "lr=0.15"
          "tta=1", "eval_batch_size=1000"]
 
 
+@pytest.mark.slow
 def test_fast94_smoke_learns_on_a_real_subset(tmp_path):
     cfg = apply_overrides(load_preset("fast94"), SMOKE)
     s = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
@@ -170,6 +171,7 @@ def test_fast94_smoke_learns_on_a_real_subset(tmp_path):
     assert 0 < s["val_acc_final"] <= 1 and s["tta"] == 1
 
 
+@pytest.mark.slow
 def test_interrupted_fast94_resumes_exactly(tmp_path):
     over = ["subset=600", "val_split=100", "epochs=2", "batch_size=100", "lr=0.15", "lookahead_every=2",
             "whiten_bias_epochs=1", "tta=0", "test=false"]

@@ -39,6 +39,7 @@ def _snapshot(run):
     return {f.name: f.read_bytes() for f in run.iterdir() if f.is_file() and f.name != ".lock"}
 
 
+@pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_unless_forced(finished, tmp_path):
     run = tmp_path / "run"
     import shutil
@@ -61,6 +62,7 @@ def test_a_folder_holding_a_run_is_refused_unless_forced(finished, tmp_path):
     assert not (run / "evaluation.json").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_is_refused_in_one_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -71,6 +73,7 @@ def test_a_folder_in_use_is_refused_in_one_line(tmp_path):
     assert not (run / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_folder_at_once(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "cifarlab", "train", "--preset", "vgg1", *TINY, "--out", str(run), "--quiet"]
@@ -85,6 +88,7 @@ def test_two_trainings_into_one_folder_at_once(tmp_path):
     assert summary["epochs"] == 1 and len((run / "metrics.csv").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_resume_after_config_yaml_was_edited_is_refused(finished, tmp_path):
     import shutil
     run = tmp_path / "run"
@@ -102,6 +106,7 @@ def test_resume_after_config_yaml_was_edited_is_refused(finished, tmp_path):
     assert (run / "config.yaml").read_bytes() == edited and not (run / "summary.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_resume_of_a_damaged_checkpoint_is_one_line(finished, tmp_path, damage):
     import shutil
@@ -117,6 +122,7 @@ def test_resume_of_a_damaged_checkpoint_is_one_line(finished, tmp_path, damage):
     assert ("empty (0 bytes)" if damage == "empty" else "truncated or damaged") in line
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_read_only_run_prints_and_warns(finished, tmp_path, capsys, monkeypatch):
     import shutil
     from cifarlab.cli import main
@@ -138,6 +144,7 @@ def test_evaluate_on_a_read_only_run_prints_and_warns(finished, tmp_path, capsys
     assert not (run / "evaluation.json").exists()
 
 
+@pytest.mark.slow
 def test_export_out_that_is_a_file_is_refused(finished, tmp_path):
     target = tmp_path / "taken"
     target.write_text("not a folder")
@@ -146,6 +153,7 @@ def test_export_out_that_is_a_file_is_refused(finished, tmp_path):
     assert target.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_a_damaged_export_is_one_line(finished, tmp_path):
     import cifarlab
     from cifarlab.inference.export import export_run
@@ -230,6 +238,7 @@ def test_two_invocations_at_once_both_keep_their_record(tmp_path):
 STUDY = ["--only", "vgg1", "--backend", "inline", *TINY]
 
 
+@pytest.mark.slow
 def test_a_finished_run_with_other_settings_is_reported_not_skipped(tmp_path):
     study = tmp_path / "s"
     p = cli("study", "--out", study, *STUDY)
@@ -247,6 +256,7 @@ def test_a_finished_run_with_other_settings_is_reported_not_skipped(tmp_path):
     assert meta["invocations"][1]["counts"]["mismatch"] == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_whole_study_and_every_run_resumes(tmp_path):
     study = tmp_path / "s"
     over = ["subset=2000", "val_split=200", "epochs=3", "threads=1", "eval_batch_size=500"]
@@ -279,6 +289,7 @@ def test_ctrl_c_stops_the_whole_study_and_every_run_resumes(tmp_path):
     assert "vgg1/seed0: resumed" in again.stdout and (first / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_out_is_refused_and_touches_neither_folder(tmp_path):
     # --resume continues RUN in place: an --out beside it named a second folder that was never used
     from cifarlab.config import apply_overrides, load_preset

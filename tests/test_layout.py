@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cifarlab
 
 PKG = Path(cifarlab.__file__).parent
@@ -92,6 +94,7 @@ def test_the_layers_are_real():
     assert layer("cifarlab.models.vgg") == (0, "core")
 
 
+@pytest.mark.slow
 def test_help_and_presets_load_neither_torch_nor_matplotlib():
     code = ("import sys\nfrom cifarlab.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
@@ -101,6 +104,7 @@ def test_help_and_presets_load_neither_torch_nor_matplotlib():
     assert "vgg3" in out and out.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_import_cifarlab_loads_nothing_heavy():
     code = ("import sys, cifarlab\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'numpy', 'yaml'}))")
@@ -108,6 +112,7 @@ def test_import_cifarlab_loads_nothing_heavy():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_what_a_process_without_torch_reads_loads_no_torch():
     """The Keras reference (benchmarks/keras_reference.py) must not load torch beside
     TensorFlow; it names its CPU and reads run folders with these modules."""
@@ -118,6 +123,7 @@ def test_what_a_process_without_torch_reads_loads_no_torch():
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_reading_is_no_error():
     # `cifarlab presets | head -1`: the pipe closes before the command writes
     p = subprocess.Popen([sys.executable, "-m", "cifarlab", "presets"], stdout=subprocess.PIPE,

@@ -102,6 +102,7 @@ def raw_events(run_dir: Path) -> list:
     return [ev for f in sorted(run_dir.glob("events.out.tfevents.*")) for _, _, ev in records(f)]
 
 
+@pytest.mark.slow
 def test_tensorboard_events_match_metrics_after_kill_and_resume(tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
@@ -155,6 +156,7 @@ def test_tensorboard_events_match_metrics_after_kill_and_resume(tmp_path):
     assert {m.name.tag for m in exp.metric_infos} == {"test/acc", "test/loss"}
 
 
+@pytest.mark.slow
 def test_without_tensorboard_one_line_and_progress_in_a_pipe(tmp_path):
     """tensorboard made unimportable: the run is unchanged, one line says so; the log is piped to a file."""
     out, log = tmp_path / "run", tmp_path / "train.log"
@@ -173,6 +175,7 @@ def test_without_tensorboard_one_line_and_progress_in_a_pipe(tmp_path):
     assert all("(run " not in ln for ln in text.splitlines() if ln.startswith("epoch 2/2 ["))
 
 
+@pytest.mark.slow
 def test_tensorboard_names_a_studys_runs_by_folder(small_study):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer

@@ -37,6 +37,7 @@ def test_images_per_epoch_follow_the_loop():
     assert images_per_epoch(cfg) == (len(subset_indices(labels, 1009, 0)) - 200, 200) == (800, 200)
 
 
+@pytest.mark.slow
 def test_plan_lists_every_run_and_writes_nothing(tmp_path):
     out = tmp_path / "st"
     cmd = [sys.executable, "-m", "cifarlab", "study", "--plan", "--plan-seconds", "0.4", "--out", str(out),
@@ -57,6 +58,7 @@ def test_plan_lists_every_run_and_writes_nothing(tmp_path):
     assert "finished already: 0 of 6" in r.stdout and "not comparable" in r.stdout
 
 
+@pytest.mark.slow
 def test_plan_of_a_study_in_progress_counts_what_is_done(small_study):
     """The shared small study (all runs finished) and one more seed: only the new runs cost anything."""
     overrides = [a for a in STUDY_ARGS if "=" in a]
@@ -113,6 +115,7 @@ def test_plan_says_what_each_network_computes_in_here(tmp_path):
         assert re.search(rf"^vgg1\s+[\d,]+\s+[\d,]+\s+{expect}$", fc.table(), re.M), fc.table()
 
 
+@pytest.mark.slow
 def test_protocol_script_plans_the_machines_share_of_the_study(tmp_path):
     """scripts/protocol_study.sh passes --plan (and a --stop-after budget) through to each of its study calls;
     where bf16 is native, combined and centered train side by side in the bf16 folder, with bn_only's three
@@ -154,6 +157,7 @@ def test_protocol_script_plans_the_machines_share_of_the_study(tmp_path):
             f"{p}/seed{k}" for p in ("weight_decay", "dropout", "augmentation") for k in range(3)])
 
 
+@pytest.mark.slow
 def test_protocol_script_refuses_a_bad_budget_before_any_study(tmp_path):
     from pathlib import Path
     script = Path(__file__).resolve().parents[1] / "scripts" / "protocol_study.sh"

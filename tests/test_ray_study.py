@@ -19,6 +19,8 @@ import pytest
 
 from netns import loopback_only, require_loopback_namespace
 
+pytestmark = pytest.mark.slow  # every test here starts other processes
+
 STUDY = ["--only", "vgg1,vgg3", "--seeds", "1", "--workers", "2", "subset=600", "val_split=60", "epochs=2",
          "eval_batch_size=500"]
 TIMINGS = {"epoch_seconds", "images_per_second", "wall_seconds"}

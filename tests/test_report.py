@@ -26,6 +26,7 @@ def summaries(study, preset):
     return [json.loads(p.read_text()) for p in sorted((study / "runs" / preset).glob("seed*/summary.json"))]
 
 
+@pytest.mark.slow
 def test_rows_follow_the_study_and_match_the_runs(report):
     rows = report["json"]["rows"]
     assert [r["experiment"] for r in rows] == ["vgg3", "dropout", "bn_only"]  # the study's order
@@ -49,6 +50,7 @@ def test_rows_follow_the_study_and_match_the_runs(report):
     assert "No comparable row with a published figure yet" in report["md"]
 
 
+@pytest.mark.slow
 def test_a_recipe_beyond_the_study_is_labelled_with_its_time(small_study, tmp_path):
     from conftest import STUDY_ARGS
     d = tmp_path / "s"
@@ -73,6 +75,7 @@ def test_a_recipe_beyond_the_study_is_labelled_with_its_time(small_study, tmp_pa
     assert f"{top['experiment']}, has {top['mean']:.2f}%" in line and "the seed report's highest figure is" in line
 
 
+@pytest.mark.slow
 def test_statistics_start_with_the_studys_claims(report):
     from scipy import stats
     comps = report["json"]["comparisons"]
@@ -99,6 +102,7 @@ def test_groups_without_spread_give_a_verdict_and_plain_json():
         assert w["t"] is None and w["df"] is None
         json.loads(json.dumps(w), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
 
+@pytest.mark.slow
 def test_figures_are_embedded_and_the_best_run_is_measured(report):
     html = report["html"]
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
@@ -130,6 +134,7 @@ def test_figures_are_embedded_and_the_best_run_is_measured(report):
     assert np.abs(np.array(again["matrix"]) - m).sum() <= 6  # the same network; summation order aside
 
 
+@pytest.mark.slow
 def test_a_best_run_measured_from_its_checkpoint_sees_the_test_set_as_its_summary_did(tmp_path):
     """A run tested with test-time augmentation (fast94's tta=2) and recorded before summaries kept
     the confusion matrix: measured again from its checkpoint, with the same views."""
@@ -146,6 +151,7 @@ def test_a_best_run_measured_from_its_checkpoint_sees_the_test_set_as_its_summar
     assert np.abs(np.array(again["matrix"]) - np.array(kept)).sum() <= 6  # summation order aside
 
 
+@pytest.mark.slow
 def test_a_best_run_measured_from_its_checkpoint_computes_in_the_runs_arithmetic(tmp_path):
     """A run trained and tested in bf16 with its own evaluation batches: measured again from its checkpoint
     (as for a record without the confusion matrix), in bf16 and those batches, it gives the very matrix its
@@ -178,6 +184,7 @@ def _chromium(*args):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (.ci/run installs it)")
 def test_report_renders_in_a_headless_browser(report, tmp_path):
     from PIL import Image
@@ -201,6 +208,7 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     assert f'data-loaded="{len(report["json"]["figures"])}"' in dom
 
 
+@pytest.mark.slow
 def test_each_row_says_its_arithmetic(report):
     for r in report["json"]["rows"]:
         assert r["arithmetic"] == "fp32"  # the study's presets on a CPU
@@ -208,6 +216,7 @@ def test_each_row_says_its_arithmetic(report):
     assert "<th>arithmetic</th>" in report["html"] and "| arithmetic |" in report["md"]
 
 
+@pytest.mark.slow
 def test_run_records_name_their_code_and_device(report):
     for s in summaries(report["dir"], "vgg3"):
         code = s["code"]
@@ -217,6 +226,7 @@ def test_run_records_name_their_code_and_device(report):
         assert "family" in s["device"] or s["device"].startswith("NVIDIA")
 
 
+@pytest.mark.slow
 def test_readme_table_lists_every_planned_run_and_never_fills_one_in(report, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\nbefore\n<!-- results: begin (written by `cifarlab report STUDY_DIR --readme "
@@ -249,6 +259,7 @@ def test_readme_table_lists_every_planned_run_and_never_fills_one_in(report, tmp
     assert bad.returncode == 2 and "PRESET:SEEDS" in bad.stderr
 
 
+@pytest.mark.slow
 def test_records_are_copied_without_checkpoints(report, tmp_path):
     dest = tmp_path / "results" / "small"
     (dest / "report_files").mkdir(parents=True)
@@ -296,6 +307,7 @@ def _report_without_a_test_set(study: Path, tmp_path: Path) -> Path:
     return bad
 
 
+@pytest.mark.slow
 def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report, tmp_path):
     study = tmp_path / "s"
     shutil.copytree(report["dir"], study)
@@ -316,6 +328,7 @@ def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report,
         render_html(rep, study)
 
 
+@pytest.mark.slow
 def test_better_runs_that_cannot_be_analysed_are_passed_over_and_named(report, tmp_path):
     """Records copied without checkpoints (as the repo keeps them) from before summaries kept the
     matrix: the best run that can still be analysed is, and the report names those passed over."""
@@ -419,6 +432,7 @@ def test_a_finished_run_trained_without_the_test_set_is_not_called_unfinished(tm
     assert said.startswith("not finished: seed 1") and said.endswith("; trained without the test set: seed 2")
 
 
+@pytest.mark.slow
 def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     """The repo's own records of full-length runs (real summaries and curves), with two accuracies moved:
     dropout 3 points down, and a second vgg3 seed 0.2 points from the first (a small spread: the limit
@@ -486,6 +500,7 @@ def test_a_row_beyond_noise_is_flagged_against_each_published_figure(tmp_path):
     assert f"| {np.median(vgg1_epochs):.0f} s | fp32 | yes |" in md
 
 
+@pytest.mark.slow
 def test_a_row_whose_seeds_ran_on_different_devices_names_each(tmp_path):
     """The repo's vgg3 records: seed 0 trained on one CPU, seed 1 on another. The row's
     device names both, each with its seed, in report.json and in the README table."""
@@ -528,6 +543,7 @@ def test_the_fidelity_table_says_how_much_a_last_epoch_figure_moves(tmp_path):
     assert late_epoch_sd(run) is None
 
 
+@pytest.mark.slow
 def test_findings_explain_a_row_beyond_noise_in_the_report_and_travel_with_the_records(tmp_path):
     """The repo's weight_decay and vgg3 records (both beyond the limit) with a findings.yaml
     on weight_decay: its checks read "finding below" and the text is in report.md
@@ -612,6 +628,7 @@ def test_label_groups_keeps_the_plain_name_and_names_what_others_change():
                                                           "vgg3 amp=auto lr=0.01"]
 
 
+@pytest.mark.slow
 def test_several_study_folders_make_rows_by_settings_tested_against_the_plain_row(two_studies, tmp_path):
     from scipy import stats
     plain, other = two_studies["plain"], two_studies["other"]
@@ -650,6 +667,7 @@ def test_several_study_folders_make_rows_by_settings_tested_against_the_plain_ro
                                                           ).is_file()
 
 
+@pytest.mark.slow
 def test_a_run_finished_in_two_folders_is_refused_naming_both(two_studies, tmp_path):
     third = tmp_path / "third"
     shutil.copytree(two_studies["plain"] / "runs" / "vgg1" / "seed0", third / "runs" / "vgg1" / "seed0")
@@ -659,6 +677,7 @@ def test_a_run_finished_in_two_folders_is_refused_naming_both(two_studies, tmp_p
     assert str(third / "runs" / "vgg1" / "seed0") in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_several_folders_need_out_and_keep_their_records_apart(two_studies, tmp_path):
     dirs = [str(two_studies["plain"]), str(two_studies["other"])]
     p = subprocess.run([sys.executable, "-m", "cifarlab", "report", *dirs], capture_output=True, text=True,
@@ -672,6 +691,7 @@ def test_several_folders_need_out_and_keep_their_records_apart(two_studies, tmp_
     assert not any((Path(d) / "report.md").exists() for d in dirs)
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_named_with_their_folder(two_studies, tmp_path):
     plain, other = tmp_path / "plain", tmp_path / "other"
     shutil.copytree(two_studies["plain"], plain)
@@ -693,6 +713,7 @@ def test_unfinished_runs_are_named_with_their_folder(two_studies, tmp_path):
     assert lines[6].startswith(f"| vgg3 {OTHER} | 100 | not finished: seed 0 in {other} |  | 73.81 |")
 
 
+@pytest.mark.slow
 def test_readme_table_from_two_folders(two_studies, tmp_path):
     readme = _empty_readme(tmp_path)
     p = _report_of(two_studies["plain"], two_studies["other"], out=tmp_path / "out", extra=["--readme", str(readme)])
@@ -734,6 +755,7 @@ def test_the_report_gives_the_paired_test_by_seed_beside_welchs():
     assert "paired by seed (3 pairs)" in html and f"[{lo:+.2f}, {hi:+.2f}]" in html and "paired t-test" in html
 
 
+@pytest.mark.slow
 def test_a_report_of_records_lists_the_runs_their_plans_leave_unfinished(two_studies, tmp_path):
     """Records keep finished runs only: a run still going elsewhere has no folder in them, yet its
     folder's study.json plans it. The report of several such folders lists it as not finished, with its

@@ -30,6 +30,7 @@ def test_every_study_row_is_a_preset_with_its_references():
         assert "chosen" in load_preset(name).description, name  # open parameters are declared
 
 
+@pytest.mark.slow
 def test_presets_command_lists_every_preset():
     out = subprocess.run([sys.executable, "-m", "cifarlab", "presets"], capture_output=True, text=True).stdout
     for name in STUDY_ORDER:
@@ -62,6 +63,7 @@ def test_bad_study_commands_fail_clearly(tmp_path, capsys):
     assert not (tmp_path / "s").exists()  # nothing written for a refused command
 
 
+@pytest.mark.slow
 def test_study_folder_layout(small_study):
     study = small_study["dir"]
     runs = sorted(f"{d.parent.name}/{d.name}" for d in study.glob("runs/*/seed*"))
@@ -83,6 +85,7 @@ def test_study_folder_layout(small_study):
     assert a != b
 
 
+@pytest.mark.slow
 def test_rerun_after_kill_skips_finished_and_resumes_partial(small_study):
     at_kill = small_study["at_kill"]
     finished = {k for k, (state, _) in at_kill.items() if state == "finished"}
@@ -105,6 +108,7 @@ def test_rerun_after_kill_skips_finished_and_resumes_partial(small_study):
     assert p.returncode == 0 and "6 finished, 0 to run" in p.stdout
 
 
+@pytest.mark.slow
 def test_other_settings_on_the_same_folder_are_refused(small_study):
     p = subprocess.run([sys.executable, "-m", "cifarlab", "study", "--out", str(small_study["dir"]),
                         "--only", "vgg3", "subset=2000"], capture_output=True, text=True, timeout=120)

@@ -30,6 +30,7 @@ def reference_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_baseline_learns_on_real_subset(tmp_path):
     cfg = apply_overrides(load_preset("vgg3"), ["subset=4000", "epochs=3", "lr=0.01"])
     s = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
@@ -37,6 +38,7 @@ def test_baseline_learns_on_real_subset(tmp_path):
     assert s["train_images"] == 4000 and s["val_is_test"] is True
 
 
+@pytest.mark.slow
 def test_run_folder_explains_itself(reference_run):
     names = {p.name for p in reference_run.iterdir()}
     assert {"config.yaml", "metrics.csv", "curves.png", "summary.json", "checkpoint.pt"} <= names
@@ -52,6 +54,7 @@ def test_run_folder_explains_itself(reference_run):
     assert (reference_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(reference_run, tmp_path):
     p = cli("--preset", "vgg3", "--out", str(tmp_path / "again"), "--quiet", *SMALL)
     log, _ = p.communicate(timeout=600)
@@ -60,6 +63,7 @@ def test_same_seed_same_run(reference_run, tmp_path):
     assert [[r[k] for k in VALUES] for r in a] == [[r[k] for k in VALUES] for r in b]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(reference_run, tmp_path):
     out = tmp_path / "killed"
     p = cli("--preset", "vgg3", "--out", str(out), "--quiet", *SMALL)
@@ -88,6 +92,7 @@ def test_sigkill_then_resume_matches_uninterrupted(reference_run, tmp_path):
     assert r.returncode == 0 and "already finished" in log
 
 
+@pytest.mark.slow
 def test_combined_model_with_augmentation_and_standardize_trains(tmp_path):
     cfg = apply_overrides(load_preset("vgg3"), [
         "subset=1000", "val_split=200", "epochs=1", "batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]",
@@ -99,6 +104,7 @@ def test_combined_model_with_augmentation_and_standardize_trains(tmp_path):
     assert 0 <= s["test_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_progress_to_a_pipe_prints_lines_not_carriage_returns(tmp_path):
     p = subprocess.run([sys.executable, "-m", "cifarlab", "train", "--preset", "vgg3", "--out",
                         str(tmp_path / "r"), "subset=2000", "val_split=200", "epochs=1", "batch_size=16"],
@@ -138,6 +144,7 @@ def test_amp_native_is_bf16_only_where_it_is_the_faster_arithmetic():
         assert cpu_bf16_units(fields) is bool(extra)
 
 
+@pytest.mark.slow
 def test_a_run_resumed_where_native_means_another_arithmetic_is_refused(tmp_path, monkeypatch):
     """amp=native resolves on the machine that runs each segment: a run started where bf16 is the
     faster arithmetic is not continued where it is not (it would go on in fp32), and its record
@@ -198,6 +205,7 @@ def test_fp32_runs_turn_tf32_off_on_gpus():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+@pytest.mark.slow
 def test_fp16_trains_with_a_grad_scaler_kept_in_the_checkpoint(tmp_path):
     """fp16 autocast with loss scaling, on the CPU (emulated there: a tiny network, a few seconds
     an epoch); stopped after epoch 1 and resumed, it ends as the run that never stopped."""
@@ -232,6 +240,7 @@ def test_fp16_trains_with_a_grad_scaler_kept_in_the_checkpoint(tmp_path):
     assert load(tmp_path / "cut" / "checkpoint.pt")["scaler"] == scaler
 
 
+@pytest.mark.slow
 def test_validation_loss_with_l2_is_recorded_as_keras_reports_it(tmp_path):
     """A run with `l2` records the validation cross-entropy (val_loss) and, as Keras's val_loss,
     the same plus the L2 penalty of the weights it was validated with (val_loss_l2); resumed, it

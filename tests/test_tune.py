@@ -28,6 +28,7 @@ def test_param_specs_are_parsed_and_checked():
             parse_param(spec)
 
 
+@pytest.mark.slow
 def test_without_ray_the_error_says_what_to_install(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; from cifarlab.cli import main; "
             "sys.exit(main(['tune', 'vgg3', '--param', 'lr=uniform(0.001,0.01)', '--out', sys.argv[1]]))")
@@ -63,6 +64,7 @@ CHECKS = {
 }
 
 
+@pytest.mark.slow
 def test_tune_options_are_checked_before_ray_starts(tmp_path):
     code = ("import json, sys; sys.modules['ray'] = None\n"
             "from cifarlab.cli import main\n"
@@ -108,6 +110,7 @@ def test_tune_holds_out_a_tenth_before_the_config_is_checked(tmp_path):
     assert train_images(tune_config("vgg3", ["test=false"], subset=1000)) == 900
 
 
+@pytest.mark.slow
 def test_tiny_sweep_writes_table_and_best_preset(tmp_path):
     pytest.importorskip("ray", reason="the `ray` extra is not installed (scripts/install.sh test installs it)")
     require_loopback_namespace()
@@ -172,6 +175,7 @@ def test_a_trial_trained_without_the_test_set_reports_its_last_epoch(tmp_path):
     assert len(again) == 1 and again[0] == pytest.approx(sent[-1][0], rel=1e-5)  # the file's 6 digits
 
 
+@pytest.mark.slow
 def test_a_test_false_search_runs_its_trials_to_the_end(tmp_path):
     # tune's default val_split with test=false, and the trial listed as finished, on a private Ray
     pytest.importorskip("ray", reason="the `ray` extra is not installed (scripts/install.sh test installs it)")

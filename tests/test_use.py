@@ -56,6 +56,7 @@ def files(cifar, tmp_path_factory):
     return paths, cifar.y_test[:N_FILES]
 
 
+@pytest.mark.slow
 def test_png_and_jpeg_files_predicted_well_above_chance(model, files):
     paths, labels = files
     preds = model.predict(paths, top=3)
@@ -67,6 +68,7 @@ def test_png_and_jpeg_files_predicted_well_above_chance(model, files):
         assert p.probs.sum() == pytest.approx(1, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_png_files_predict_as_the_arrays_they_hold(model, files, cifar):
     paths, _ = files
     png = [p for p in paths if p.suffix == ".png"]
@@ -103,6 +105,7 @@ def _bad_files(files, tmp_path):
     return big, truncated, text, tmp_path / "missing.png"
 
 
+@pytest.mark.slow
 def test_predict_cli_reports_bad_files_and_predicts_the_rest(run, files, tmp_path):
     good = files[0][0]
     big, truncated, text, missing = _bad_files(files, tmp_path)
@@ -127,6 +130,7 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(run, files, tmp_pat
     assert len(lines) == 2 and lines[0].startswith(str(good)) and lines[0].split()[1] in CLASSES
 
 
+@pytest.mark.slow
 def test_api_names_the_bad_file(model, files, tmp_path):
     _, truncated, text, _ = _bad_files(files, tmp_path)
     for bad in (truncated, text):
@@ -134,6 +138,7 @@ def test_api_names_the_bad_file(model, files, tmp_path):
             model.predict([files[0][0], bad])
 
 
+@pytest.mark.slow
 def test_evaluate_writes_its_files_and_matches_the_run(run):
     r = cli("evaluate", run)
     assert r.returncode == 0, r.stderr
@@ -157,6 +162,7 @@ def test_evaluate_writes_its_files_and_matches_the_run(run):
     assert json.loads((run / "evaluation.json").read_text()) == result  # the plain results are kept
 
 
+@pytest.mark.slow
 def test_evaluate_measures_a_run_trained_without_the_test_set(tmp_path):
     # test=false: summary.json has no test accuracy; evaluate measures one and says so
     run = tmp_path / "run"
@@ -172,6 +178,7 @@ def test_evaluate_measures_a_run_trained_without_the_test_set(tmp_path):
     assert (run / "confusion.png").is_file()
 
 
+@pytest.mark.slow
 def test_onnx_export_agrees_with_pytorch(run, model, cifar, tmp_path):
     import onnx
     import onnxruntime as ort
@@ -192,6 +199,7 @@ def test_onnx_export_agrees_with_pytorch(run, model, cifar, tmp_path):
     np.testing.assert_allclose(onnx_model.probs(cifar.x_test[:50]), model.probs(cifar.x_test[:50]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_safetensors_export_reloads_without_the_run_folder(run, model, files, tmp_path):
     export_run(run, "safetensors", tmp_path / "exp")
     moved = tmp_path / "elsewhere"
@@ -206,6 +214,7 @@ def test_safetensors_export_reloads_without_the_run_folder(run, model, files, tm
         cifarlab.load(moved / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_a_gpu_run_predicts_on_a_machine_without_one(run, files, tmp_path):
     """A checkpoint written by a CUDA run (config device=cuda, bf16, compiled) loads and
     predicts with CUDA hidden; device=auto then picks the CPU. (Tensors saved from a real
@@ -227,6 +236,7 @@ def test_a_gpu_run_predicts_on_a_machine_without_one(run, files, tmp_path):
     assert json.loads(labels) == cifarlab.load(run).probs(paths).argmax(1).tolist()
 
 
+@pytest.mark.slow
 def test_clear_errors_for_what_is_not_a_model(tmp_path, run, files):
     with pytest.raises(ModelError, match="neither a run folder"):
         cifarlab.load(tmp_path)
@@ -255,6 +265,7 @@ def _logits(model_or_path, cifar):
     return m.logits(torch.from_numpy(cifar.x_test[:200]))
 
 
+@pytest.mark.slow
 def test_an_export_records_its_weights_sha256_and_keeps_the_other_format_only_if_the_same(two_runs, cifar,
                                                                                          tmp_path, capsys):
     """model.json lists every weights file it describes with its SHA-256. Exporting the same run in
@@ -292,6 +303,7 @@ def test_an_export_records_its_weights_sha256_and_keeps_the_other_format_only_if
     assert sorted(json.loads((exp / "model.json").read_text())["files"]) == ["model.onnx", "model.safetensors"]
 
 
+@pytest.mark.slow
 def test_loading_an_export_checks_the_sha256_of_its_weights(two_runs, cifar, files, tmp_path, capsys):
     first, second = two_runs
     a, b = tmp_path / "a", tmp_path / "b"

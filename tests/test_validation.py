@@ -174,6 +174,7 @@ WORDS = {**{o: w for o, w in BAD_OVERRIDES if o in CLI_OVERRIDES}, "fast94 dropo
          "study lr=nan": "lr"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WORDS))
 def test_cli_refuses_in_one_line_and_creates_nothing(cli_results, name):
     rc, stdout, stderr, out, cwd = cli_results[name]

@@ -150,8 +150,8 @@ def test_a_jobs_thread_share_is_handed_to_train_not_left_in_the_environment(tmp_
 
     from cifarlab.study.jobs import run_job
     from cifarlab.study.runner import plan
-    job = plan(["vgg1"], 1, ["subset=300", "val_split=100", "epochs=1", "widths=[4]", "dense=8", "test=false"],
-               tmp_path / "s")[0]
+    job = plan(["vgg1"], 1, ["subset=300", "val_split=100", "epochs=1", "widths=[4]", "dense=8", "test=false",
+                             "device=cpu"], tmp_path / "s")[0]  # CPU threads, on a machine with a GPU too
     before = torch.get_num_threads()
     try:
         for share in (1, 2):

@@ -41,7 +41,7 @@ def test_images_per_epoch_follow_the_loop():
 def test_plan_lists_every_run_and_writes_nothing(tmp_path):
     out = tmp_path / "st"
     cmd = [sys.executable, "-m", "cifarlab", "study", "--plan", "--plan-seconds", "0.4", "--out", str(out),
-           "--only", "vgg1,vgg3,combined", "--seeds", "2", "--workers", "2", "subset=2000", "epochs=4"]
+           "--only", "vgg1,vgg3,combined", "--seeds", "2", "--workers", "2", "subset=2000", "epochs=4", "device=cpu"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert not out.exists()  # no study.json, no run folder
@@ -105,9 +105,8 @@ def test_plan_places_the_longest_runs_first_as_the_study_will(tmp_path):
 
 def test_plan_says_what_each_network_computes_in_here(tmp_path):
     """amp=native resolves on the device: the plan's table says what it became, as the runs will."""
-    import torch
-    from cifarlab.train import native_bf16
-    native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    from cifarlab.train import native_bf16, pick_device
+    native = "bf16" if native_bf16(pick_device("auto")) else "fp32"  # on the device the plan's runs take
     for amp, expect in (("native", native), ("bf16", "bf16"), ("off", "fp32")):
         jobs = plan(["vgg1"], 1, ["subset=1000", "widths=[8]", f"amp={amp}"], tmp_path / amp, workers=1)
         fc = forecast(jobs, workers=1, seconds=0.2)

@@ -53,10 +53,14 @@ def test_ray_cluster_writes_the_study_the_local_backend_writes(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
 
+    # room for the two workers' runs at once, each with the threads the study plans for it (its share of
+    # this machine's cores, as in the local study): a run that needs more CPUs than a node has never starts
+    from cifarlab.study.runner import threads_per_worker
+    cpus = 2 * threads_per_worker(2)
     study = " ".join([sys.executable, "-m", "cifarlab", "study", "--backend", "ray",
                       "--address", "127.0.0.1:6390", "--out", str(remote), *STUDY])
     with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp") as temp:  # short: Ray's socket paths
-        script = (f"{ray_cli()} start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 "
+        script = (f"{ray_cli()} start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus={cpus} "
                   f"--include-dashboard=false --disable-usage-stats --temp-dir={temp} >/dev/null || exit 90; "
                   f"{study}; a=$?; echo '=== again'; {study}; b=$?; {ray_cli()} stop --force >/dev/null; "
                   f"exit $((a * 10 + b))")

@@ -192,15 +192,16 @@ def test_interrupted_fast94_resumes_exactly(tmp_path):
     from cifarlab.runfolder import read_metrics
     # the checkpoint keeps the weights that were evaluated (Lookahead's slow ones), for predict/export
     from cifarlab.checkpoint import load, model_from_checkpoint
-    from cifarlab.train import amp_dtype, prepare_data
-    model = model_from_checkpoint(load(tmp_path / "ref" / "checkpoint.pt"))
+    from cifarlab.train import amp_dtype, pick_device, prepare_data
+    device = pick_device(cfg.device)  # where the run trained: a GPU, where there is one
+    model = model_from_checkpoint(load(tmp_path / "ref" / "checkpoint.pt")).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    data = prepare_data(cfg, torch.device("cpu"))
-    # in the run's own arithmetic (amp=native: bf16 where the CPU has it fast) and batches: its
+    data = prepare_data(cfg, device)
+    # on its device, in its own arithmetic (amp=native: bf16 where it is the faster) and batches: its
     # val_acc_final came from there; an fp32 evaluation of a barely trained network flips near-ties
     val = evaluate(model, data.x_val, data.y_val, data.mean, data.std, cfg.eval_batch_size, cfg.channels_last,
-                   amp_dtype(cfg, torch.device("cpu")), tta=0)
+                   amp_dtype(cfg, device), tta=0)
     assert val["acc"] == ref["val_acc_final"]
     keys = ["train_loss", "train_acc", "val_loss", "val_acc"]
     assert [[r[k] for k in keys] for r in read_metrics(tmp_path / "ref")] == \

@@ -18,7 +18,7 @@ runtime.apply()  # the command's engine settings, before torch loads
 import torch  # noqa: E402
 
 from cifarlab.bench.throughput import COMBINED, VGG3, bench_config
-from cifarlab.train import build_training, make_batch, prepare_data, setup_threads, train_step
+from cifarlab.engine import build_training, make_batch, prepare_data, setup_threads, train_step
 
 OPTIONS = {  # name -> config overrides (the first is the reference)
     "default": [],  # channels_last, fp32, foreach SGD

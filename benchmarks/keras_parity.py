@@ -91,7 +91,7 @@ def torch_run(cfg, data, x, y, at: list[int]):
     {step: weights} at the steps of `at`, the model)."""
     import torch
     from cifarlab.augment import normalize
-    from cifarlab.train import build_training, train_step
+    from cifarlab.engine import build_training, train_step
     torch.manual_seed(cfg.seed)
     model, fwd, opt = build_training(cfg, torch.device("cpu"))
     start = keras_layout(model)

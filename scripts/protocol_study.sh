@@ -48,8 +48,11 @@ study() {  # study FOLDER PRESETS [key=value ...]: one study call, with what is 
 # 1. the article's six experiments at 100 epochs (seed 0; the baseline also seeds 1 and 2, for its
 #    spread), fp32 as the study ran them. (On a GPU amp=auto is bf16: pass amp=off for fp32 rows.)
 study "$out" vgg1,vgg2,vgg3:3,dropout,weight_decay,augmentation
-if python3 -c "import sys, torch; from cifarlab.train import native_bf16, pick_device
-sys.exit(0 if native_bf16(pick_device('auto')) else 1)"; then
+# whether bf16 is native here: "yes" or "no"; anything else (an import that fails) stops the script
+native=$(python3 -c "from cifarlab.engine import native_bf16, pick_device
+print('yes' if native_bf16(pick_device('auto')) else 'no')")
+case "$native" in yes|no) ;; *) echo "protocol_study.sh: could not tell whether bf16 is native here" >&2; exit 1 ;; esac
+if [ "$native" = yes ]; then
     # 2. where bf16 is native (measured equivalent on vgg3: README, Arithmetic), in STUDY_DIR-bf16: the
     #    baseline's three seeds (the verdict), the headline combined and centered at 400 epochs, bn_only's
     #    three seeds (bf16 measured where BatchNorm is), then the rest of the combined family, seed 0

@@ -84,7 +84,7 @@ def test_normalize_standardize_gives_zero_mean_unit_std(cifar):
 def test_tta_logits_is_what_evaluate_computes(cifar):
     from torch import nn
 
-    from cifarlab.train import evaluate
+    from cifarlab.engine import evaluate
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10)).eval()
     x, y = batch(cifar, 32), torch.from_numpy(cifar.y_train[:32].copy())

@@ -9,7 +9,8 @@ from cifarlab.models.fastnet import FastNet, patch_whitening
 from cifarlab.models import build_model, count_parameters
 from cifarlab.optim import Lookahead, build_optimizer, lookahead_decay, set_lr
 from cifarlab.augment import tta_views
-from cifarlab.train import evaluate, train
+from cifarlab.engine import evaluate
+from cifarlab.train import train
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,7 @@ def test_interrupted_fast94_resumes_exactly(tmp_path):
     from cifarlab.runfolder import read_metrics
     # the checkpoint keeps the weights that were evaluated (Lookahead's slow ones), for predict/export
     from cifarlab.checkpoint import load, model_from_checkpoint
-    from cifarlab.train import amp_dtype, pick_device, prepare_data
+    from cifarlab.engine import amp_dtype, pick_device, prepare_data
     device = pick_device(cfg.device)  # where the run trained: a GPU, where there is one
     model = model_from_checkpoint(load(tmp_path / "ref" / "checkpoint.pt")).to(device)
     if cfg.channels_last:

@@ -132,3 +132,36 @@ def test_a_reader_that_stops_reading_is_no_error():
     err = p.stderr.read()
     p.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+# The core's inner order: helpers, then the domain (what is trained: config, data, models, optimisers,
+# metrics, figures, the process group), then persistence (run folders, checkpoints), then the engine
+# (the compute of a run), then the run's lifecycle (train). A module imports its own rank or below.
+CORE_ORDER = (
+    ("errors", "files", "progress", "machine", "runtime", "interrupt", "tensorboard"),
+    ("config", "data", "augment", "models", "optim", "metrics", "plots", "distributed"),
+    ("runfolder", "checkpoint"),
+    ("engine",),
+    ("train",),
+)
+
+
+def core_rank(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None  # the package itself
+    return next((i for i, names in enumerate(CORE_ORDER) if parts[1] in names), -1)  # -1: not ranked
+
+
+def test_the_core_imports_in_its_inner_order():
+    graph = imports()
+    core = [m for m in graph if layer(m)[0] == 0 and core_rank(m) is not None]
+    unranked = sorted(m for m in core if core_rank(m) < 0)
+    assert not unranked, f"core modules without a place in CORE_ORDER: {unranked}"
+    wrong = [f"{m} (rank {core_rank(m)}) imports {t} (rank {core_rank(t)})" for m in core for t in graph[m]
+             if layer(t)[0] == 0 and core_rank(t) is not None and core_rank(t) > core_rank(m)]
+    assert not wrong, "core imports against its inner order:\n" + "\n".join(sorted(wrong))
+    assert "cifarlab.engine" in graph["cifarlab.train"] and "cifarlab.train" not in graph["cifarlab.engine"]
+    # training, bench, forecast, inference and report compute through the engine
+    for m in ("cifarlab.bench.throughput", "cifarlab.study.forecast", "cifarlab.inference.predict"):
+        assert "cifarlab.engine" in graph[m], m

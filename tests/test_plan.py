@@ -105,7 +105,7 @@ def test_plan_places_the_longest_runs_first_as_the_study_will(tmp_path):
 
 def test_plan_says_what_each_network_computes_in_here(tmp_path):
     """amp=native resolves on the device: the plan's table says what it became, as the runs will."""
-    from cifarlab.train import native_bf16, pick_device
+    from cifarlab.engine import native_bf16, pick_device
     native = "bf16" if native_bf16(pick_device("auto")) else "fp32"  # on the device the plan's runs take
     for amp, expect in (("native", native), ("bf16", "bf16"), ("off", "fp32")):
         jobs = plan(["vgg1"], 1, ["subset=1000", "widths=[8]", f"amp={amp}"], tmp_path / amp, workers=1)
@@ -123,7 +123,7 @@ def test_protocol_script_plans_the_machines_share_of_the_study(tmp_path):
     from pathlib import Path
 
     from conftest import data_path
-    from cifarlab.train import native_bf16, pick_device
+    from cifarlab.engine import native_bf16, pick_device
     script = Path(__file__).resolve().parents[1] / "scripts" / "protocol_study.sh"
     out = tmp_path / "protocol"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

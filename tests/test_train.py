@@ -120,7 +120,7 @@ def test_progress_to_a_pipe_prints_lines_not_carriage_returns(tmp_path):
 def test_amp_native_is_bf16_only_where_it_is_the_faster_arithmetic():
     import torch
     from cifarlab.machine import cpu_bf16_faster, cpu_bf16_units, cpu_fields
-    from cifarlab.train import amp_dtype, bf16_units, native_bf16
+    from cifarlab.engine import amp_dtype, bf16_units, native_bf16
     cpu = torch.device("cpu")
     info = open("/proc/cpuinfo").read().split("\n\n")[0]
     flags = next(line for line in info.splitlines() if line.startswith("flags")).split(":")[1].split()
@@ -150,6 +150,7 @@ def test_a_run_resumed_where_native_means_another_arithmetic_is_refused(tmp_path
     faster arithmetic is not continued where it is not (it would go on in fp32), and its record
     stays as it was; a record whose segments mix arithmetics says which epochs ran in which."""
     import torch
+    import cifarlab.engine as engine
     import cifarlab.train as tr
     cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=600", "val_split=100",
                                                 "epochs=3", "amp=native"])
@@ -160,19 +161,19 @@ def test_a_run_resumed_where_native_means_another_arithmetic_is_refused(tmp_path
             raise KeyboardInterrupt
 
     # as on a machine where native means bf16; this CPU may have no bf16 instructions (bf16 is emulated then)
-    monkeypatch.setattr(tr, "cpu_bf16_units", lambda: True)
-    monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: True)
+    monkeypatch.setattr(engine, "cpu_bf16_units", lambda: True)
+    monkeypatch.setattr(engine, "cpu_bf16_faster", lambda: True)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run, progress=False, log=stop_in_epoch_3)
     assert len(read_metrics(run)) == 2
     before = (run / "metrics.csv").read_bytes(), (run / "checkpoint.pt").read_bytes()
-    monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: False)
+    monkeypatch.setattr(engine, "cpu_bf16_faster", lambda: False)
     with pytest.raises(tr.ArithmeticMismatch, match="trained its 2 epochs so far in bf16; here it would "
                                                     "continue in fp32"):
         train(None, run, resume=True, progress=False, log=lambda *a: None)
     assert ((run / "metrics.csv").read_bytes(), (run / "checkpoint.pt").read_bytes()) == before
     assert not (run / "summary.json").exists()
-    monkeypatch.setattr(tr, "cpu_bf16_faster", lambda: True)  # where bf16 is native again, it finishes
+    monkeypatch.setattr(engine, "cpu_bf16_faster", lambda: True)  # where bf16 is native again, it finishes
     s = train(None, run, resume=True, progress=False, log=lambda *a: None)
     assert s["arithmetic"] == "bf16" and [g["arithmetic"] for g in s["segments"]] == ["bf16", "bf16"]
     mixed = [{"from_epoch": 0, "arithmetic": "bf16"}, {"from_epoch": 2, "arithmetic": "fp32"}]
@@ -192,7 +193,7 @@ def test_fp32_runs_turn_tf32_off_on_gpus():
     autocast (the study's fp32) turns that off, a bf16 run leaves it. The switches are torch's own
     process-wide settings, so they can be checked without a GPU."""
     import torch
-    from cifarlab.train import use_arithmetic
+    from cifarlab.engine import use_arithmetic
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
         cuda = torch.device("cuda")

@@ -92,10 +92,11 @@ class Config:
     # run
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
-    threads: int = 0  # CPU threads for torch (0: all cores)
+    threads: int = 0  # CPU threads for torch (0: this process's share of the cores; a study worker's share)
     channels_last: bool = True  # memory format; faster convolutions on CPU and GPU
-    # auto (bf16 on CUDA when supported, off on CPU), native (bf16 on CUDA and on CPUs with AVX-512 BF16/AMX,
-    # else off), off, bf16, fp16 (with loss scaling; emulated, and slow, on CPUs)
+    # auto (bf16 on a CUDA device with bf16 units, else off), native (bf16 where it is the faster arithmetic:
+    # such a GPU, a CPU with AMX or AMD's AVX-512 BF16; else off), off, bf16, fp16 (with loss scaling;
+    # emulated, and slow, on CPUs)
     amp: str = "auto"
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1000

@@ -67,7 +67,7 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 RECORD = 1 + 3 * 32 * 32  # binary version: label byte, then R, G, B planes
 
 # The full training set's statistics (per channel, 0-255 scale), for reference: norm=standardize
-# computes its own from the images a run trains on (train.prepare_data), which are these with all 50,000.
+# computes its own from the images a run trains on (engine.prepare_data), which are these with all 50,000.
 TRAIN_MEAN = (125.307, 122.950, 113.865)
 TRAIN_STD = (62.993, 62.089, 66.705)
 

@@ -132,7 +132,7 @@ class Context:
             for b in model.buffers():
                 dist.broadcast(b, 0)
 
-    def evaluate(self, evaluate, model, x, y, *args, confusion: bool = False, **kw) -> dict:
+    def evaluate_sharded(self, evaluate, model, x, y, *args, confusion: bool = False, **kw) -> dict:
         """`evaluate` over (x, y), each rank on its share; loss and accuracy of the whole set,
         and with `confusion` its confusion matrix (true class by row, predicted by column)."""
         if not self.active:

@@ -46,11 +46,10 @@ def cpu_bf16_units(fields: dict[str, str] | None = None) -> bool:
 
 def cpu_bf16_faster(fields: dict[str, str] | None = None) -> bool:
     """Whether bf16 trains faster than fp32 on this CPU (`fields`: /proc/cpuinfo's, by default
-    this machine's), as measured: AMX tiles, or AMD's AVX-512 BF16 (Zen 5: the bf16 peak
-    twice the fp32 one, the baseline 1.7x as fast). Intel's AVX-512 BF16 without AMX is not:
-    on a Xeon family 6 model 207 whose AMX is hidden (a VM), oneDNN ran its avx512_core_bf16
-    kernels at half the fp32 peak and trained 0.59-0.66x as fast as fp32. Instructions alone
-    do not say it; elsewhere bf16 is emulated, slower still."""
+    this machine's), as measured: AMX tiles, or AMD's AVX-512 BF16. Intel's AVX-512 BF16
+    without AMX is not (oneDNN's avx512_core_bf16 kernels trained slower than fp32 there);
+    instructions alone do not say it, and elsewhere bf16 is emulated, slower still. The
+    measurements, with their CPUs: benchmarks/README.md."""
     fields = cpu_fields() if fields is None else fields
     flags = cpu_flags(fields)
     return "amx_bf16" in flags or ("avx512_bf16" in flags and fields.get("vendor_id") == "AuthenticAMD")

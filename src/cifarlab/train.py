@@ -6,9 +6,11 @@
     summary = train(None, "runs/vgg3", resume=True)   # continue from the last checkpoint
 
 The run folder holds config.yaml (resolved), metrics.csv (a row per epoch),
-curves.png, checkpoint.pt (written atomically after every epoch) and, once finished,
-summary.json. Randomness is drawn from generators seeded by (seed, epoch), so a run
-resumed at an epoch boundary continues exactly as if it had never stopped.
+curves.png, checkpoint.pt (written atomically every `checkpoint_every` epochs, and at a
+stop) and, once finished, summary.json. Randomness is drawn from generators seeded by
+(seed, epoch), so a run resumed at an epoch boundary continues exactly as if it had never
+stopped. This module is the run's lifecycle (folder, resume, checkpoint, record, summary);
+the compute it drives (device and precision, data, model, step, evaluation) is engine.py's.
 """
 from __future__ import annotations
 
@@ -27,18 +29,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from . import __version__, checkpoint, distributed, runfolder, runtime, tensorboard
-from .augment import alternating_flip_mask, augment_batch, normalize, tta_logits
+from .augment import alternating_flip_mask
 from .config import Config, ConfigError, differences, from_dict, to_dict
-from .data import CLASSES, load_cifar10, stratified_split, subset_indices
+from .data import CLASSES
+from .engine import (Data, Totals, arithmetic_name, build_training, device_name, evaluate, grad_scaler, make_batch,
+                     pick_device, prepare_data, setup_threads, train_step, use_arithmetic)
 from .errors import CifarlabError
 from .files import WriteError, sweep
-from .machine import cpu_bf16_faster, cpu_bf16_units, cpu_name
-from .models import Model, build_model, count_parameters
-from .optim import Lookahead, build_optimizer, build_schedule, decoupled_decay, l2_penalty, set_lr
+from .models import Model, count_parameters
+from .optim import Lookahead, build_schedule, l2_penalty
 from .progress import Progress
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
@@ -48,10 +50,6 @@ COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epo
 # end, as Keras reports `val_loss` (equal to val_loss without `l2`). Records written before
 # val_loss_l2 have no such column; a row of such a record carried on by a resume gets nan there
 # when the run has `l2` (its penalty at the time was not kept) and its val_loss when it has none.
-
-
-class DeviceError(CifarlabError, RuntimeError):
-    """A device this machine does not have."""
 
 
 class ArithmeticMismatch(CifarlabError):
@@ -64,125 +62,6 @@ class RunStopped(Exception):
     def __init__(self, run_dir, epoch: int, epochs: int):
         super().__init__(f"{run_dir}: stopped after epoch {epoch} of {epochs} (its time was spent)")
         self.epoch, self.epochs = epoch, epochs
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device={name} asked for CUDA, but torch sees no GPU; use device=cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise DeviceError(f"device={name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return dev
-
-
-def bf16_units(device: torch.device) -> bool:
-    """Whether `device` has bf16 arithmetic of its own (faster or not), not emulation."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_bf16_units()
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 is the faster arithmetic on `device`: a CUDA GPU with bf16, or a CPU where
-    it measured faster than fp32 (AMX, or AMD's AVX-512 BF16: machine.cpu_bf16_faster)."""
-    return bf16_units(device) and (device.type == "cuda" or cpu_bf16_faster())
-
-
-def amp_dtype(cfg: Config, device: torch.device):
-    """The autocast dtype of a run, or None for fp32 throughout."""
-    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
-        return None
-    if cfg.amp == "native" and not native_bf16(device):
-        return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    return torch.bfloat16
-
-
-def use_arithmetic(cfg: Config, device: torch.device):
-    """amp_dtype(cfg, device), with fp32 kept fp32: on GPUs with TF32 units (Ampere and later)
-    cuDNN computes fp32 convolutions in TF32 (a 10-bit mantissa) unless told not to, so a run
-    without autocast turns TF32 off for convolutions and matrix products, and a run with it
-    leaves torch's defaults. Process-wide settings: every run and measurement sets its own."""
-    amp = amp_dtype(cfg, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = amp is not None
-        torch.backends.cuda.matmul.allow_tf32 = False  # torch's default; a bf16 run's matmuls are bf16
-    return amp
-
-
-def arithmetic_name(amp) -> str:
-    """fp32, bf16 or fp16: what the convolutions and matrix products of a run computed in."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-
-
-@dataclass
-class Data:
-    """The run's splits as uint8/int64 tensors on the training device, plus normalisation."""
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    mean: torch.Tensor  # per channel, 0-1 scale
-    std: torch.Tensor
-    val_is_test: bool
-
-
-def prepare_data(cfg: Config, device: torch.device, data_path=None) -> Data:
-    ds = load_cifar10(data_path)
-    idx = np.arange(len(ds.y_train))
-    if cfg.subset:
-        idx = subset_indices(ds.y_train, cfg.subset, cfg.seed)
-    x_val = y_val = None
-    if cfg.val_split:
-        keep, hold = stratified_split(ds.y_train[idx], cfg.val_split, cfg.seed)
-        x_val, y_val = ds.x_train[idx[hold]], ds.y_train[idx[hold]]
-        idx = idx[keep]
-    x_tr, y_tr = ds.x_train[idx], ds.y_train[idx]
-    if cfg.norm == "standardize":  # statistics of the images actually trained on
-        flat = x_tr.transpose(1, 0, 2, 3).reshape(3, -1)
-        mean = flat.mean(1, dtype=np.float64) / 255
-        std = flat.std(1, dtype=np.float64) / 255
-    else:
-        mean, std = np.zeros(3), np.ones(3)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
-    x_test, y_test = t(ds.x_test), t(ds.y_test)
-    return Data(t(x_tr), t(y_tr), t(x_val) if x_val is not None else x_test,
-                t(y_val) if y_val is not None else y_test, x_test, y_test,
-                torch.tensor(mean, dtype=torch.float32, device=device),
-                torch.tensor(std, dtype=torch.float32, device=device), val_is_test=x_val is None)
-
-
-def _layout(v: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return v.contiguous(memory_format=torch.channels_last) if channels_last else v
-
-
-@torch.inference_mode()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int = 1000,
-             channels_last: bool = True, amp=None, tta: int = 0) -> dict:
-    """Loss and accuracy over (x, y); returns also the logits (float32, CPU).
-
-    tta (0, 1, 2; see augment.tta_views) averages the probabilities of several views of each image."""
-    was_training = model.training
-    model.eval()
-    logits = []
-    for i in range(0, len(x), batch_size):
-        xb = normalize(x[i:i + batch_size], mean, std)
-        with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
-            logits.append(tta_logits(lambda v: model(_layout(v, channels_last)).float(), xb, tta))
-    model.train(was_training)
-    logits = torch.cat(logits)
-    loss = F.cross_entropy(logits, y).item()
-    acc = (logits.argmax(1) == y).float().mean().item()
-    return {"loss": loss, "acc": acc, "logits": logits.cpu()}
 
 
 def _versions() -> dict:
@@ -215,12 +94,6 @@ def code_version() -> dict:
     return out
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
-
-
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -239,69 +112,6 @@ def _header(log) -> None:
 def _row(r: dict) -> str:
     return (f"{r['epoch']:>5d} {r['train_loss']:>10.4f} {r['train_acc']:>9.4f} {r['val_loss']:>8.4f} "
             f"{r['val_acc']:>7.4f} {r['lr']:>9.3g} {r['epoch_seconds']:>7.1f} {r['images_per_second']:>7.0f}")
-
-
-def setup_threads(cfg: Config, threads: int | None = None) -> None:
-    """torch's CPU threads: the config's `threads`, else the share given (a study worker's), else
-    this process's share of the machine's cores."""
-    torch.set_num_threads(cfg.threads or threads or distributed.cores_per_process())
-
-
-def build_training(cfg: Config, device: torch.device):
-    """The model on `device` in the config's memory format, its forward (compiled or not), its optimiser."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned conv algorithms pay back at once
-    model = build_model(cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if cfg.compile else model
-    return model, fwd, build_optimizer(model, cfg)
-
-
-def grad_scaler(amp, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 runs scale the loss so that small gradients do not underflow to zero in fp16;
-    bf16 (fp32's range) and fp32 runs need no scaler."""
-    return torch.amp.GradScaler(device.type) if amp == torch.float16 else None
-
-
-def make_batch(data: Data, idx: torch.Tensor, cfg: Config, gen: torch.Generator, flip_mask=None):
-    """The training batch at `idx`: augmented, normalised, in the config's memory format.
-
-    flip_mask: which of these images to mirror (alt_flip), instead of a coin toss."""
-    xb = augment_batch(data.x_train[idx], cfg.augment, gen, cfg.shift, cfg.crop_pad, flip_mask)
-    xb = normalize(xb, data.mean, data.std)
-    if cfg.channels_last:
-        xb = xb.contiguous(memory_format=torch.channels_last)
-    return xb, data.y_train[idx]
-
-
-def train_step(model, fwd, opt, xb: torch.Tensor, yb: torch.Tensor, cfg: Config, lr: float, amp=None,
-               scaler: torch.amp.GradScaler | None = None):
-    """One optimiser step: learning rate, forward, loss, backward, decay, step.
-
-    `fwd` is the model or its compiled form. With a `scaler` (fp16), the loss is scaled
-    before backward, the gradients are unscaled before the decay and the step, and a step
-    whose gradients overflowed is skipped by the scaler (the decoupled decay still shrinks
-    the weights on it). Returns the loss (with any L2 term) and the logits, both detached
-    and left on the device: reading them is the caller's host sync.
-    """
-    set_lr(opt, lr)
-    with torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
-        out = fwd(xb)
-        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
-    total = loss + l2_penalty(model, cfg.l2)
-    opt.zero_grad(set_to_none=True)
-    if scaler is None:
-        total.backward()
-        decoupled_decay(opt)
-        opt.step()
-    else:
-        scaler.scale(total).backward()
-        scaler.unscale_(opt)
-        decoupled_decay(opt)
-        scaler.step(opt)
-        scaler.update()
-    return total.detach(), out.detach()
 
 
 def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log=print,
@@ -329,9 +139,9 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     if resume and force:
         raise ValueError("train(): resume continues a run, force starts it over; not both")
     runtime.keep_freed_memory()  # a step re-allocates what the last one freed (runtime.py)
-    args = (data_path, resume, force, log, progress, command, on_epoch, threads, stop_at)
+    opts = RunOptions(data_path, resume, force, log, progress, command, on_epoch, threads, stop_at)
     if not distributed.is_main_process():  # rank 0 alone writes (and locks) the folder
-        return _train(cfg, run_dir, *args)
+        return _train(cfg, run_dir, opts)
     if not resume and not force:
         runfolder.refuse_existing(run_dir)  # before anything is created
     made = runfolder.missing_folders(run_dir)
@@ -339,7 +149,7 @@ def train(cfg: Config | None, run_dir, data_path=None, resume: bool = False, log
     try:
         if not resume and not force:
             runfolder.refuse_existing(run_dir)  # again, under the lock: another process may have started it
-        return _train(cfg, run_dir, *args)
+        return _train(cfg, run_dir, opts)
     except BaseException:
         runfolder.discard(run_dir, made, lock)
         raise
@@ -402,25 +212,38 @@ def _resume_state(cfg: Config | None, run_dir: Path):
     return cfg, state, None
 
 
-def _train(cfg: Config | None, run_dir: Path, data_path, resume: bool, force: bool, log, progress: bool,
-           command, on_epoch, threads, stop_at=None) -> dict:
+@dataclass
+class RunOptions:
+    """How one invocation trains a run (train()'s arguments beside the config and the folder)."""
+    data_path: object = None
+    resume: bool = False
+    force: bool = False
+    log: Callable = print
+    progress: bool = True
+    command: list[str] | str | None = None
+    on_epoch: Callable | None = None
+    threads: int | None = None
+    stop_at: float | None = None
+
+
+def _train(cfg: Config | None, run_dir: Path, opts: RunOptions) -> dict:
     """Restore or set up the run, train its remaining epochs one by one, finish it."""
     state = None
-    if resume:
+    if opts.resume:
         cfg, state, finished = _resume_state(cfg, run_dir)
         if finished is not None:
-            log(f"{run_dir} already finished; nothing to resume")
+            opts.log(f"{run_dir} already finished; nothing to resume")
             return finished
-    run = start_run(cfg, run_dir, state, data_path, resume, force, log, progress, threads)
+    run = start_run(cfg, run_dir, state, opts)
     try:
         for epoch in range(run.start_epoch, cfg.epochs):
             row = run_epoch(run, epoch)
             end_epoch(run, row)
-            if on_epoch is not None and run.ddp.is_main:
-                on_epoch(row, run.model, run_dir)
-            if stop_at is not None and epoch + 1 < cfg.epochs and time.time() >= stop_at:
+            if opts.on_epoch is not None and run.ddp.is_main:
+                opts.on_epoch(row, run.model, run_dir)
+            if opts.stop_at is not None and epoch + 1 < cfg.epochs and time.time() >= opts.stop_at:
                 stop_run(run, epoch + 1)
-        return finish_run(run, command)
+        return finish_run(run, opts.command)
     except BaseException:
         # a run that stops (disk full, Ctrl-C, an error) leaves no event file open behind it:
         # the writer's thread would hold it, and the folder's file system, until the process ends
@@ -472,21 +295,19 @@ def steps_per_epoch(cfg: Config, n: int) -> int:
     return steps
 
 
-def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume: bool, force: bool, log,
-              progress: bool, threads: int | None) -> Run:
+def start_run(cfg: Config, run_dir: Path, state: dict | None, opts: RunOptions) -> Run:
     """Set up a run: device, data, network and optimiser, the folder's files, and with a
     checkpoint (`state`) everything restored to where it stopped."""
     ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
-    if not ddp.is_main:  # rank 0 alone speaks and writes
-        log, progress = _silent, False
-    setup_threads(cfg, threads)
+    log, progress = (opts.log, opts.progress) if ddp.is_main else (_silent, False)  # rank 0 alone speaks
+    setup_threads(cfg, opts.threads)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
     device = ddp.device(pick_device(cfg.device))
     amp = use_arithmetic(cfg, device)
     if state is not None:
         check_arithmetic(run_dir, state.get("segments", []), state["epoch"], amp)
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg, device, data_path)
+    data = prepare_data(cfg, device, opts.data_path)
     model, fwd, opt = build_training(cfg, device)
     if state is None:  # before DDP copies rank 0's weights to the others
         model.setup_from_data(data.x_train, data.mean, data.std)
@@ -499,14 +320,14 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, data_path, resume:
         run.lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay)
     started_before = (run_dir / "config.yaml").is_file()
     if ddp.is_main:  # everything that can fail on the settings or the data has run: the run starts here
-        _open_folder(run, force)
+        _open_folder(run, opts.force)
     if state is not None:
         restore(run, state)
         log(f"resuming {run_dir} after epoch {run.start_epoch} of {cfg.epochs}")
-    elif resume and started_before:
+    elif opts.resume and started_before:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     run.code = code_version()
-    run.segments.append({"from_epoch": run.start_epoch, "code": run.code, "device": _device_name(device),
+    run.segments.append({"from_epoch": run.start_epoch, "code": run.code, "device": device_name(device),
                          "arithmetic": arithmetic_name(amp)})
     _announce(run)
     run.tb = tensorboard.open_run(run_dir, to_dict(cfg), run.start_epoch * steps, enabled=ddp.is_main, log=log)
@@ -586,7 +407,7 @@ def _announce(run: Run) -> None:
     """The run's one-line description, the table's header and the rows of the epochs done."""
     cfg, ddp = run.cfg, run.ddp
     run.log(f"{cfg.name}: {count_parameters(run.model):,} parameters, {run.train_images} training images, "
-            f"{run.steps} steps/epoch, device {_device_name(run.device)}"
+            f"{run.steps} steps/epoch, device {device_name(run.device)}"
             + (f" x {ddp.world} processes" if ddp.active else ""))
     _header(run.log)
     for r in run.history:
@@ -610,26 +431,7 @@ def save_checkpoint(run: Run, epochs_done: int) -> None:
         **extra})
 
 
-class _Totals:
-    """Training loss and accuracy summed over an epoch's batches, on the device (no host sync per step)."""
-
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen = 0
-
-    @torch.no_grad()
-    def add(self, total: torch.Tensor, out: torch.Tensor, yb: torch.Tensor) -> None:
-        self.loss_sum += total * len(yb)
-        self.correct += (out.argmax(1) == yb).sum()
-        self.seen += len(yb)
-
-    def running_loss(self) -> float:
-        """The epoch's mean loss so far: a host sync, so read only when shown or logged."""
-        return self.loss_sum.item() / self.seen
-
-
-def train_one_epoch(run: Run, epoch: int) -> tuple[_Totals, float]:
+def train_one_epoch(run: Run, epoch: int) -> tuple[Totals, float]:
     """Train the 0-based `epoch`: its loss and accuracy totals (this process's) and its last learning rate."""
     cfg, data, n = run.cfg, run.data, run.train_images
     # Everything random in this epoch follows from (seed, epoch): resume-exact.
@@ -638,7 +440,7 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[_Totals, float]:
     perm = torch.randperm(n, generator=gen).to(run.device)
     flips = alternating_flip_mask(n, epoch, cfg.seed).to(run.device) if cfg.alt_flip else None
     run.model.on_epoch_start(epoch)
-    totals = _Totals(run.device)
+    totals = Totals(run.device)
     bar = Progress(run.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=run.progress,
                    epochs_after=cfg.epochs - epoch - 1, epoch_seconds=run.last_dt)
     for i in range(run.steps):
@@ -657,11 +459,11 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[_Totals, float]:
     return totals, lr
 
 
-def evaluate_on(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0, confusion: bool = False) -> dict:
+def evaluate_run(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0, confusion: bool = False) -> dict:
     """Loss and accuracy of the run's network on (x, y), over every process's share (and,
     with `confusion`, the confusion matrix)."""
-    return run.ddp.evaluate(evaluate, run.model, x, y, run.data.mean, run.data.std, run.cfg.eval_batch_size,
-                            run.cfg.channels_last, run.amp, tta, confusion=confusion)
+    return run.ddp.evaluate_sharded(evaluate, run.model, x, y, run.data.mean, run.data.std,
+                                    run.cfg.eval_batch_size, run.cfg.channels_last, run.amp, tta, confusion=confusion)
 
 
 @torch.no_grad()
@@ -678,7 +480,7 @@ def run_epoch(run: Run, epoch: int) -> dict:
     totals, lr = train_one_epoch(run, epoch)
     loss_sum, correct, seen = run.ddp.sum(totals.loss_sum, totals.correct, totals.seen)  # the global batch's
     train_seconds = time.perf_counter() - t0
-    val = evaluate_on(run, run.data.x_val, run.data.y_val)
+    val = evaluate_run(run, run.data.x_val, run.data.y_val)
     penalty = validation_penalty(run)
     dt = run.last_dt = time.perf_counter() - t0
     run.wall += dt
@@ -716,8 +518,8 @@ def finish_run(run: Run, command) -> dict:
     final = {}
     if not run.data.val_is_test and (cfg.tta or run.lookahead is not None):
         # the held-out score of exactly what is tested: the number to choose settings by
-        final["val_acc_final"] = evaluate_on(run, run.data.x_val, run.data.y_val, cfg.tta)["acc"]
-    test = (evaluate_on(run, run.data.x_test, run.data.y_test, cfg.tta, confusion=True) if cfg.test
+        final["val_acc_final"] = evaluate_run(run, run.data.x_val, run.data.y_val, cfg.tta)["acc"]
+    test = (evaluate_run(run, run.data.x_test, run.data.y_test, cfg.tta, confusion=True) if cfg.test
             else {"acc": None, "loss": None})
     summary = _summary(run, test, final, command)
     if ddp.is_main:
@@ -766,7 +568,7 @@ def _summary(run: Run, test: dict, final: dict, command) -> dict:
         "epochs": cfg.epochs, "steps_per_epoch": run.steps, "train_images": run.train_images,
         "parameters": count_parameters(run.model), "wall_seconds": run.wall,
         "mean_images_per_second": float(np.mean([r["images_per_second"] for r in run.history])),
-        "device": _device_name(run.device), "arithmetic": run_arithmetic(run.segments, run.amp, cfg.epochs),
+        "device": device_name(run.device), "arithmetic": run_arithmetic(run.segments, run.amp, cfg.epochs),
         "versions": _versions(),
         "code": run.code, "segments": run.segments, "command": runfolder.command_words(command),
         "comparable": cfg.comparable, "reference": cfg.reference, "val_is_test": data.val_is_test,

@@ -163,9 +163,9 @@ class Model:
 
     def logits(self, x: torch.Tensor, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
         """Logits (float32, CPU) of a uint8 batch (N, 3, 32, 32); with tta, the log of the
-        mean of the plain and mirrored views' probabilities, as train.evaluate computes it."""
+        mean of the plain and mirrored views' probabilities, as engine.evaluate computes it."""
         if self.backend == "torch":
-            from ..train import evaluate
+            from ..engine import evaluate
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
             return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
                             batch_size, self.config.get("channels_last", True), None, tta)["logits"]
@@ -235,7 +235,7 @@ def load(path, device: str = "auto") -> Model:
 
 
 def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Module, torch.device]:
-    from ..train import pick_device
+    from ..engine import pick_device
     try:
         dev = pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
     except RuntimeError as e:

@@ -4,7 +4,7 @@
     net = VGG(blocks=3, widths=[32, 64, 128], dense=128, dropout=0.0, batchnorm=False)
     net(torch.zeros(8, 3, 32, 32))    # logits, shape (8, 10)
 
-Every network the training loop drives is a `Model` (below): it declares the two hooks
+Every network the training loop drives is a `models.base.Model`: it declares the two hooks
 the loop calls, set-up from the training images and a call at each epoch's start.
 
 A block is Conv3x3-ReLU -> Conv3x3-ReLU -> MaxPool2 (Keras `padding="same"`); where

@@ -126,8 +126,8 @@ def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
     through the training loop's own make_batch and train_step, on random images."""
     import torch
 
-    from ..train import (Data, _device_name, arithmetic_name, build_training, evaluate, make_batch, train_step,
-                         use_arithmetic)
+    from ..engine import (Data, arithmetic_name, build_training, device_name, evaluate, make_batch, train_step,
+                          use_arithmetic)
     if device.type == "cpu":
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -170,7 +170,7 @@ def measure(cfg, device, threads: int, seconds: float = 3.0) -> Speed:
         reps += 1
     eval_ips = reps * m / (time.perf_counter() - t0)
     return Speed(train_ips, eval_ips, torch.get_num_threads() if device.type == "cpu" else 0,
-                 _device_name(device), arithmetic_name(amp))
+                 device_name(device), arithmetic_name(amp))
 
 
 def makespan(durations: list[float], workers: int) -> float:
@@ -186,7 +186,7 @@ def forecast(jobs, workers: int, seconds: float = 3.0, log=None, order: str = "a
     """Project every job of a study plan (see study.plan) on this device; measures each network once.
     The runs to do are placed on the workers in the order the study hands them out (`order`, see
     runner.execution_order); the finished ones are listed first."""
-    from ..train import pick_device
+    from ..engine import pick_device
     speeds: dict[str, Speed] = {}
     by_key: dict[str, str] = {}
     runs = []

@@ -392,7 +392,7 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     from ..checkpoint import load, model_from_checkpoint
     from ..data import CLASSES, load_cifar10
     from ..metrics import confusion_matrix
-    from ..train import evaluate
+    from ..engine import evaluate
     state = load(run["dir"] / "checkpoint.pt")
     model = model_from_checkpoint(state)
     try:

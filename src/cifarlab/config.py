@@ -137,7 +137,7 @@ def _text_number(v):
     return v
 
 
-def _check_type(key: str, value):
+def check_type(key: str, value):
     """Coerce `value` to the field's type or raise ConfigError."""
     hint = _HINTS[key]
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
@@ -332,7 +332,7 @@ def from_dict(d: dict, base: Config | None = None, check: bool = True) -> Config
         raise ConfigError(f"unknown config key{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
                           f"Valid keys: {', '.join(FIELDS)}")
     for k, v in d.items():
-        setattr(cfg, k, _check_type(k, v))
+        setattr(cfg, k, check_type(k, v))
     return validate(cfg) if check else cfg
 
 

@@ -33,7 +33,7 @@ import yaml
 
 from . import __version__, checkpoint, distributed, runfolder, runtime, tensorboard
 from .augment import alternating_flip_mask
-from .config import Config, ConfigError, differences, from_dict, to_dict
+from .config import Config, ConfigError, differences, from_dict, read_yaml, to_dict
 from .data import CLASSES
 from .engine import (Data, Totals, arithmetic_name, build_training, device_name, evaluate, grad_scaler, make_batch,
                      pick_device, prepare_data, setup_threads, train_step, use_arithmetic)
@@ -162,7 +162,6 @@ def _config_file(run_dir: Path) -> Config | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
-    from .config import read_yaml
     try:
         return from_dict(read_yaml(path))
     except ConfigError as e:

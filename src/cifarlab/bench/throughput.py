@@ -42,7 +42,7 @@ from ..errors import CifarlabError
 from ..machine import cpu_name
 from ..runfolder import command_words, read_metrics, read_summary
 from ..engine import (bf16_units, build_training, evaluate, make_batch, pick_device, prepare_data, setup_threads,
-                      train_step)
+                      train_step, use_arithmetic)
 
 VGG3: list[str] = []  # the study's baseline as the vgg3 preset has it
 COMBINED = ["batchnorm=true", "dropout=[0.2,0.3,0.4,0.5]", "augment=shift_flip"]  # the study's combined
@@ -139,7 +139,6 @@ class CifarlabContender:
         self.cfg, self.device = cfg, device
         self.data = prepare_data(cfg, device)
         self.model, self.fwd, self.opt = build_training(cfg, device)
-        from ..engine import use_arithmetic
         self.amp = use_arithmetic(cfg, device)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.n = len(self.data.y_train)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import FIELDS, ConfigError, _check_type, from_dict, to_dict
+from ..config import FIELDS, ConfigError, check_type, from_dict, load_preset, to_dict
 from ..files import atomic_write, atomic_write_text
 
 SPACES = {"loguniform": 2, "uniform": 2, "randint": 2, "lograndint": 2, "choice": None, "grid": None}
@@ -70,11 +70,11 @@ def parse_param(spec: str) -> tuple[str, str, list]:
         if kind.startswith("log") and lo <= 0:
             raise ConfigError(f"--param {spec!r}: {kind} needs a positive low end")
         for v in (lo, hi):
-            _check_type(key, int(v) if kind.endswith("randint") else v)
+            check_type(key, int(v) if kind.endswith("randint") else v)
     else:
         if not args:
             raise ConfigError(f"--param {spec!r}: {kind} needs at least one value")
-        args = [_check_type(key, a) for a in args]
+        args = [check_type(key, a) for a in args]
     return key, kind, args
 
 
@@ -341,7 +341,6 @@ def write_best(path: Path, base_cfg, values: dict, row: dict, samples: int, seco
                parent: str | None = None) -> None:
     """The best trial as a preset file: `base: parent` (a preset name; else every setting
     is written out), the fixed overrides, the found values."""
-    from ..config import load_preset
     d = to_dict(base_cfg)
     ref = to_dict(load_preset(parent)) if parent else to_dict(from_dict({}))
     changed = {k: v for k, v in d.items() if k not in BUDGET_KEYS and v != ref.get(k)}

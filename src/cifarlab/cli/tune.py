@@ -9,7 +9,8 @@ from pathlib import Path
 from ..study import tune
 from ..config import resolve_config
 from ..errors import UsageError
-from ..study.tune import check_asha, check_resources, default_val_split, format_table, parse_param, run_search
+from ..study.tune import (SearchOptions, check_asha, check_resources, default_val_split, format_table, parse_param,
+                          run_search)
 from .common import add_data
 
 
@@ -85,9 +86,10 @@ def cmd_tune(args) -> int:
     print(f"tune {cfg.name}: {args.samples} trials x up to {cfg.epochs} epochs, subset={cfg.subset or 'all'}, "
           f"validation on {cfg.val_split} held-out training images; searching "
           + ", ".join(args.param) + f" -> {out}", flush=True)
-    rows = run_search(cfg, params, args.samples, out, args.address, args.cpus_per_trial, args.gpus_per_trial,
-                      args.grace_period, args.reduction_factor, args.seed, data, args.cpus, args.baseline,
-                      None if is_file else args.preset)
+    opts = SearchOptions(args.address, args.cpus_per_trial, args.gpus_per_trial, args.grace_period,
+                         args.reduction_factor, args.seed, data, args.cpus, args.baseline,
+                         None if is_file else args.preset)
+    rows = run_search(cfg, params, args.samples, out, opts)
     print(format_table(rows))
     print(f"table: {out / 'tune.csv'}   best config: {out / 'best.yaml'}  "
           f"(cifarlab train --config {out / 'best.yaml'})")

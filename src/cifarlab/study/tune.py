@@ -30,6 +30,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -244,20 +245,35 @@ class _Lines:
         return Lines()
 
 
-def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cpus_per_trial: float = 1,
-               gpus_per_trial: float = 0, grace_period: int = 1, reduction_factor: float = 2,
-               seed: int = 0, data_path=None, num_cpus=None, baseline: bool = False,
-               preset: str | None = None) -> list[dict]:
-    """Run the search; returns the table rows, best first, and writes tune.csv and best.yaml.
+@dataclass
+class SearchOptions:
+    """How a search runs, beside what it searches (run_search's config, spaces, samples and folder).
 
     baseline: the first trial takes the preset's own values, a reference at the same budget.
     preset: the preset name base_cfg came from (best.yaml then says `base: preset`).
-    """
+    address, num_cpus: the Ray cluster to join, or the CPUs of the one started here."""
+    address: str | None = None
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    grace_period: int = 1
+    reduction_factor: float = 2
+    seed: int = 0
+    data_path: str | None = None
+    num_cpus: int | None = None
+    baseline: bool = False
+    preset: str | None = None
+
+
+def run_search(base_cfg, params: list, samples: int, out: Path, opts: SearchOptions | None = None) -> list[dict]:
+    """Run the search; returns the table rows, best first, and writes tune.csv and best.yaml."""
+    o = opts or SearchOptions()
+    address, cpus_per_trial, gpus_per_trial, seed = o.address, o.cpus_per_trial, o.gpus_per_trial, o.seed
+    grace_period, reduction_factor, data_path, baseline = o.grace_period, o.reduction_factor, o.data_path, o.baseline
     check_asha(grace_period, reduction_factor, base_cfg.epochs)  # before Ray starts
     from .cluster import connect
     # Tune warns when a trial checkpoints every few seconds; with small epochs that is the design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    connect(address, num_cpus, log_to_driver=False)
+    connect(address, o.num_cpus, log_to_driver=False)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -308,7 +324,7 @@ def run_search(base_cfg, params: list, samples: int, out: Path, address=None, cp
     if not ok:
         raise RuntimeError(f"every trial failed; see the error.txt files under {out / 'trials'}")
     write_best(out / "best.yaml", base_cfg, {k: ok[0][k] for k in keys}, ok[0], samples, time.time() - t0,
-               preset)
+               o.preset)
     return rows
 
 

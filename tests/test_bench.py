@@ -154,6 +154,7 @@ BAD_OPTIONS = [
     (["--runs", "x", "--target", "88"], "--target 88: an accuracy as a fraction, above 0 and at most 1 "
                                         "(0.88 for 88%)"),
     (["--runs", "x", "--target", "0"], "--target 0: an accuracy as a fraction"),
+    (["--busy", "-1"], "--busy -1: the number of busy processes beside the contenders, 0 to"),
 ]
 
 
@@ -179,3 +180,39 @@ def test_cli_refuses_bad_options_in_one_line(capsys):
     assert main(["bench", "--models", "resnet", "--reps", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["cifarlab bench: error: unknown model 'resnet'; choose from: vgg3, combined"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] not in "ZX"  # a zombie or a dead process is not running
+    except FileNotFoundError:
+        return False
+
+
+def test_busy_processes_run_beside_the_block_and_end_with_it():
+    """--busy N: N real processes, each taking CPU time while the block runs, all gone after it,
+    whether it ends normally or by an error."""
+    import time
+    with bench.busy_processes(2) as pids:
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        ticks = lambda p: sum(map(int, open(f"/proc/{p}/stat").read().split(") ")[1].split()[11:13]))  # noqa: E731
+        before = [ticks(p) for p in pids]
+        time.sleep(0.5)
+        assert all(ticks(p) > b for p, b in zip(pids, before))  # busy: user+system time grows
+    assert not any(_alive(p) for p in pids)
+    with pytest.raises(RuntimeError):
+        with bench.busy_processes(1) as pids:
+            raise RuntimeError("a contender failed")
+    assert not _alive(pids[0])
+    with bench.busy_processes(0) as none:
+        assert none == []
+
+
+@pytest.mark.slow
+def test_a_bench_beside_busy_processes_says_so():
+    args = parse("--models", "vgg3", "--contenders", "cifarlab", "--reps", "1", "--steps", "1", "--subset", "400",
+                 "--no-peak", "--no-eval", "--busy", "1")
+    result = bench.run(args, log=lambda *a: None)
+    assert result["busy"] == 1 and result["models"][0]["rows"][0]["images_per_second"] > 0
+    assert "timed beside 1 busy process (a plain Python loop each)" in bench.report(result)

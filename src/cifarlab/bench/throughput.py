@@ -23,6 +23,7 @@ fraction of it reached, and times evaluation of the 10,000-image test set.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -402,6 +403,29 @@ def run_time_to_accuracy(run_dir: Path, target: float) -> dict | None:
     return None
 
 
+# A busy process as a user's other work is: a plain Python loop, one core's worth of it.
+BUSY_LOOP = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """N busy processes beside the block (`--busy N`): the contenders are timed on a machine whose
+    cores are shared, as a laptop's or a shared server's are. They are ended when the block ends,
+    however it ends; yields their pids."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+    try:
+        time.sleep(0.2 if n else 0)  # running before the first timed step
+        if any(p.poll() is not None for p in procs):
+            raise BenchError("a busy process of --busy ended at once; cannot measure beside it")
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
 def _models(args) -> list[str]:
     return [m for m in (args.models if args.models is not None else
                         "" if args.runs else "vgg3,combined").split(",") if m]
@@ -419,6 +443,10 @@ def check_args(args) -> None:
     for opt, v in (("--reps", args.reps), ("--steps", args.steps)):
         if v < 1:
             raise BenchError(f"{opt} {v}: must be 1 or more")
+    busy = getattr(args, "busy", 0)
+    if busy < 0 or busy > 4 * (os.cpu_count() or 1):
+        raise BenchError(f"--busy {busy}: the number of busy processes beside the contenders, 0 to "
+                         f"{4 * (os.cpu_count() or 1)} (4 per core of this machine)")
     if args.plain_workers < 0:
         raise BenchError(f"--plain-workers {args.plain_workers}: must be 0 or more (0: the plain loop loads "
                          "its batches in its own process)")
@@ -439,9 +467,11 @@ def run(args, log=print, command=None) -> dict:
     models = _models(args)
     setup_threads(apply_overrides(load_preset("vgg3"), [f"threads={args.threads}"]))
     device = pick_device(args.device)
+    busy = getattr(args, "busy", 0)
     result = {"device": device_description(device), "reps": args.reps, "steps": args.steps,
-              "subset": args.subset, "models": [], "command": command_words(command)}
-    log(f"device: {result['device']}")
+              "subset": args.subset, "busy": busy, "models": [], "command": command_words(command)}
+    log(f"device: {result['device']}" + (f"; timed beside {busy} busy process{'es' if busy > 1 else ''}"
+                                         if busy else ""))
     if args.peak_gflops:
         result["peak_gflops"], result["peak_source"] = args.peak_gflops, "given"
     contenders = [c for c in args.contenders.split(",") if c]
@@ -458,15 +488,19 @@ def run(args, log=print, command=None) -> dict:
             if with16:
                 peaks16.append(measure_peak_gflops(device, seconds=1.0, dtype=torch.bfloat16))
         result["peak_source"] = "measured: best of sgemm 2048 and a 3x3 conv 512->512, over the run"
-    for name in models:
-        m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
-                        args.keras_python, args.plain_workers, probe=probe)
-        own = m.pop("_own")
-        if not args.no_eval:
-            m["eval_fp32"] = eval_seconds(own)
-            if device.type == "cpu" and torch.backends.mkldnn.is_available():
-                m["eval_bf16"] = eval_seconds(own, torch.bfloat16)
-        result["models"].append(m)
+        if busy:  # the peak is the machine's, measured before the busy processes start, not beside them
+            probe = None
+            result["peak_source"] = "measured: best of sgemm 2048 and a 3x3 conv 512->512, before --busy"
+    with busy_processes(busy):
+        for name in models:
+            m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
+                            args.keras_python, args.plain_workers, probe=probe)
+            own = m.pop("_own")
+            if not args.no_eval:
+                m["eval_fp32"] = eval_seconds(own)
+                if device.type == "cpu" and torch.backends.mkldnn.is_available():
+                    m["eval_bf16"] = eval_seconds(own, torch.bfloat16)
+            result["models"].append(m)
     if probe:
         result["peak_gflops"] = max(result["peak_samples"])
         if result["peak_bf16_samples"]:
@@ -488,6 +522,9 @@ def run(args, log=print, command=None) -> dict:
 
 def report(result: dict) -> str:
     lines = [f"\ndevice: {result['device']}"]
+    if result.get("busy"):
+        lines.append(f"timed beside {result['busy']} busy process{'es' if result['busy'] > 1 else ''} "
+                     f"(a plain Python loop each): the cores are shared")
     peak = result.get("peak_gflops")
     if peak:
         lines.append(f"peak: {peak:.0f} GFLOP/s fp32" + (f", {result['peak_bf16_gflops']:.0f} bf16"

@@ -288,3 +288,27 @@ def test_validation_loss_with_l2_is_recorded_as_keras_reports_it(tmp_path):
     assert not penalised(old) and not penalised([{**r, "val_loss_l2": math.nan} for r in old])
     curves(old, tmp_path / "old.png", l2=cfg.l2)
     assert (tmp_path / "old.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,where", [
+    (["l2=10"], "the training loss became non-finite at epoch 2, step "),
+    (["batchnorm=true"], "the validation loss of epoch 2 is non-finite"),
+])
+def test_a_run_that_diverges_stops_in_one_line_and_keeps_its_last_good_checkpoint(tmp_path, extra, where):
+    """A learning rate that jumps from 0.01 to 100 after the first epoch (real data): the losses become
+    non-finite in epoch 2. The run stops there, exit status 2 with one line naming the epoch, and its
+    record and checkpoint stay those of epoch 1 (no NaN weights written, no summary)."""
+    run = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "cifarlab", "train", "--preset", "vgg1", "widths=[8]", "dense=16",
+                        "subset=600", "val_split=100", "epochs=3", "schedule=piecewise", "boundaries=[9]",
+                        "values=[0.01,100]", *extra, "--out", str(run)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and where in errors[0] and "its checkpoint after epoch 1 is kept" in errors[0], p.stderr
+    assert "Traceback" not in p.stderr
+    import torch
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    weights = [t for t in state["model"].values() if t.is_floating_point()]
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in weights)
+    assert len(read_metrics(run)) == 1 and not (run / "summary.json").exists()

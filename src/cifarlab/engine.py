@@ -234,12 +234,23 @@ class Totals:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0
+        self.steps = 0
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first non-finite step's index
 
     @torch.no_grad()
     def add(self, total: torch.Tensor, out: torch.Tensor, yb: torch.Tensor) -> None:
         self.loss_sum += total * len(yb)
         self.correct += (out.argmax(1) == yb).sum()
         self.seen += len(yb)
+        bad = (self.first_bad < 0) & ~torch.isfinite(total)
+        self.first_bad = torch.where(bad, self.steps, self.first_bad)
+        self.steps += 1
+
+    def diverged(self) -> int | None:
+        """The 0-based index (in this epoch) of the first step whose loss was not finite, None while
+        every loss was: a host sync, so read only every so many steps and at the epoch's end."""
+        k = int(self.first_bad.item())
+        return k if k >= 0 else None
 
     def running_loss(self) -> float:
         """The epoch's mean loss so far: a host sync, so read only when shown or logged."""

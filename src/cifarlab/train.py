@@ -56,6 +56,15 @@ class ArithmeticMismatch(CifarlabError):
     """A run begun in one arithmetic (bf16) that this machine would continue in another (fp32)."""
 
 
+class Diverged(CifarlabError):
+    """The training loss became non-finite: the run stops where it is, its last checkpoint kept."""
+
+
+# How often (in steps) an epoch checks that its training loss is still finite: a host sync of one
+# number, so a diverged run stops within this many steps instead of training on NaNs to the epoch's end.
+FINITE_CHECK_STEPS = 50
+
+
 class RunStopped(Exception):
     """A run stopped at the end of an epoch because its time (`stop_at`) was spent; its checkpoint is written."""
 
@@ -281,6 +290,7 @@ class Run:
     segments: list = field(default_factory=list)  # each invocation that trained part of the run
     code: dict = field(default_factory=dict)  # code_version() of this invocation
     last_dt: float | None = None  # this process's last epoch, in seconds, for the ETA
+    last_checkpoint: int = 0  # the epochs the run's latest checkpoint holds (0: none yet)
 
     @property
     def train_images(self) -> int:
@@ -399,6 +409,7 @@ def restore(run: Run, state: dict) -> None:
     for r in run.history:  # rows of an older version: without l2 the penalised loss is the plain one
         r.setdefault("val_loss_l2", math.nan if run.cfg.l2 else r["val_loss"])
     run.segments = list(state.get("segments", []))
+    run.last_checkpoint = run.start_epoch
     checkpoint.set_rng_state(state["rng"])
 
 
@@ -428,6 +439,7 @@ def save_checkpoint(run: Run, epochs_done: int) -> None:
         "wall_seconds": run.wall, "rng": checkpoint.rng_state(), "segments": run.segments,
         "norm": {"mean": run.data.mean.tolist(), "std": run.data.std.tolist()}, "versions": _versions(),
         **extra})
+    run.last_checkpoint = epochs_done
 
 
 def train_one_epoch(run: Run, epoch: int) -> tuple[Totals, float]:
@@ -452,10 +464,28 @@ def train_one_epoch(run: Run, epoch: int) -> tuple[Totals, float]:
         if run.lookahead is not None:
             run.lookahead.step(step, cfg.epochs * run.steps)
         totals.add(total, out, yb)
+        if (i + 1) % FINITE_CHECK_STEPS == 0 or i == run.steps - 1:
+            check_finite(run, epoch, totals, bar)
         bar.update(1, loss=totals.running_loss)
         run.tb.step(step + 1, totals.running_loss, lr, last=i == run.steps - 1)
     bar.close()
     return totals, lr
+
+
+def check_finite(run: Run, epoch: int, totals: Totals, bar=None) -> None:
+    """Stop the run (Diverged) once a step's training loss is not finite: nothing of this epoch is
+    recorded or checkpointed, so the last checkpoint (the last good epoch's) stays as it was."""
+    k = totals.diverged()
+    if k is None:
+        return
+    if bar is not None:
+        bar.close()
+    step = epoch * run.steps + k + 1  # 1-based, of the run
+    kept = (f"its checkpoint after epoch {run.last_checkpoint} is kept" if run.last_checkpoint
+            else "no checkpoint was written before it")
+    raise Diverged(f"{run.run_dir}: the training loss became non-finite at epoch {epoch + 1}, step {k + 1} of "
+                   f"{run.steps} (step {step} of the run, lr {run.lr_at(step - 1):.3g}); the run stops there and "
+                   f"{kept}. Train it again with a lower lr (--force starts this folder over)")
 
 
 def evaluate_run(run: Run, x: torch.Tensor, y: torch.Tensor, tta: int = 0, confusion: bool = False) -> dict:
@@ -480,6 +510,12 @@ def run_epoch(run: Run, epoch: int) -> dict:
     loss_sum, correct, seen = run.ddp.sum(totals.loss_sum, totals.correct, totals.seen)  # the global batch's
     train_seconds = time.perf_counter() - t0
     val = evaluate_run(run, run.data.x_val, run.data.y_val)
+    if not math.isfinite(val["loss"]):  # finite training losses, but outputs that overflow on unseen images
+        kept = (f"its checkpoint after epoch {run.last_checkpoint} is kept" if run.last_checkpoint
+                else "no checkpoint was written before it")
+        raise Diverged(f"{run.run_dir}: the validation loss of epoch {epoch + 1} is non-finite (the network's "
+                       f"outputs overflow); the run stops there and {kept}. Train it again with a lower lr "
+                       f"(--force starts this folder over)")
     penalty = validation_penalty(run)
     dt = run.last_dt = time.perf_counter() - t0
     run.wall += dt

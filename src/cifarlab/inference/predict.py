@@ -147,6 +147,10 @@ class Model:
         self.config = config  # the run's resolved config, as a dict
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32)  # per channel, 0-1 scale
         self.std = torch.tensor(norm["std"], dtype=torch.float32)
+        if not (torch.isfinite(self.mean).all() and torch.isfinite(self.std).all() and (self.std > 0).all()):
+            raise ModelError(f"{source}: its normalisation is damaged (mean {self.norm['mean']}, std "
+                             f"{self.norm['std']}: each must be finite, each std above 0); use the run's "
+                             f"checkpoint or export it again")
         self.classes = CLASSES
         self.net, self.session = net, session
         self.backend = "torch" if net is not None else "onnx"
@@ -163,7 +167,17 @@ class Model:
 
     def logits(self, x: torch.Tensor, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
         """Logits (float32, CPU) of a uint8 batch (N, 3, 32, 32); with tta, the log of the
-        mean of the plain and mirrored views' probabilities, as engine.evaluate computes it."""
+        mean of the plain and mirrored views' probabilities, as engine.evaluate computes it.
+        Outputs that are not finite (damaged weights, a diverged run) are a ModelError, not a prediction."""
+        out = self._logits(x, batch_size, tta)
+        bad = int((~torch.isfinite(out).all(1)).sum())
+        if bad:
+            raise ModelError(f"{self.source}: the network's outputs are not finite (NaN or infinite) for {bad:,} "
+                             f"of {len(out):,} images, so it predicts nothing: its weights are damaged or its "
+                             f"run diverged; use another checkpoint or train the run again")
+        return out
+
+    def _logits(self, x: torch.Tensor, batch_size: int, tta: bool) -> torch.Tensor:
         if self.backend == "torch":
             from ..engine import evaluate
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here

@@ -4,10 +4,11 @@ nothing is written (real files: the fixture run, real CIFAR-10)."""
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from cifarlab import cli
+from cifarlab import cli, data as D
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_v0_interrupted"
 
@@ -61,3 +62,79 @@ def test_non_finite_outputs_are_an_error_not_a_prediction(tmp_path, capsys, cifa
     assert err.count("\n") == 1 and says in err and str(run / "checkpoint.pt") in err, err
     assert "nan" not in out.lower() and "%" not in out, out
     assert sorted(p.name for p in run.iterdir()) == before  # no evaluation.json, no confusion.png
+
+
+# --- the decoded-array cache ---------------------------------------------------------------
+
+def _all_labels_zero(a):
+    a["y_test"] = np.zeros_like(a["y_test"])
+    a["y_train"] = np.zeros_like(a["y_train"])
+
+
+def _labels_swapped(a):  # class counts unchanged: only the digest tells
+    a["y_test"] = a["y_test"].copy()
+    a["y_test"][[0, 1]] = a["y_test"][[1, 0]]
+
+
+def _label_out_of_range(a):
+    a["y_test"] = a["y_test"].copy()
+    a["y_test"][0] = 10
+
+
+def _one_pixel(a):
+    a["x_train"] = a["x_train"].copy()
+    a["x_train"][0, 0, 0, 0] ^= 1
+
+
+def _labels_int32(a):
+    a["y_train"] = a["y_train"].astype(np.int32)
+
+
+CACHES = [  # (damage done to a cache of the real arrays, what the stderr line says)
+    (_all_labels_zero, "training labels [50000, 0, 0, 0, 0, 0, 0, 0, 0, 0] of each class"),
+    (_labels_swapped, "differ from those the official files decode to"),
+    (_label_out_of_range, "test labels from 0 to 10, outside 0-9"),
+    (_one_pixel, "differ from those the official files decode to"),
+    (_labels_int32, "dtypes"),
+]
+
+
+def test_the_official_files_decode_to_the_arrays_of_the_recorded_digest(cifar):
+    assert D.arrays_sha256(cifar) == D.BIN_ARRAYS_SHA256 and D.arrays_fault(cifar) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage,says", CACHES, ids=[d.__name__ for d, _ in CACHES])
+def test_a_cache_that_is_not_the_official_arrays_is_rebuilt(tmp_path, monkeypatch, capsys, cifar, data_dir,
+                                                           damage, says):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    arrays = {k: getattr(cifar, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+    damage(arrays)
+    cache = D._cache_file(D.BIN_KEY)
+    cache.parent.mkdir(parents=True)
+    np.savez(cache, **arrays)
+    ds = D.load_cifar10(data_dir, download_ok=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the decoded-array cache {cache} is damaged" in err and says in err, err
+    assert D.arrays_sha256(ds) == D.BIN_ARRAYS_SHA256  # the real arrays, decoded again from the files
+    with np.load(cache) as z:  # and the cache rebuilt with them
+        assert all(np.array_equal(z[k], getattr(cifar, k)) for k in arrays)
+    D.load_cifar10(data_dir, download_ok=False)
+    assert capsys.readouterr().err == ""  # the rebuilt cache is used as it is
+
+
+@pytest.mark.slow
+def test_files_whose_labels_are_out_of_range_are_one_error_not_an_index_error(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / D.BIN_DIR
+    folder.mkdir()
+    md5s = {}
+    for name in D.BIN_MD5:
+        raw = np.fromfile(data_dir / name, dtype=np.uint8)
+        if name == "test_batch.bin":
+            raw[0] = 12  # the first record's label byte
+        raw.tofile(folder / name)
+        md5s[name] = D.md5sum(folder / name)
+    with pytest.raises(D.DataError, match=r"decode to test labels from 0 to 12, outside 0-9; they are not CIFAR-10"):
+        D.read_bin_folder(folder, md5s)
+    assert not (tmp_path / "cache").exists()  # nothing cached

@@ -9,8 +9,10 @@ Both official layouts are read: the binary version (`cifar-10-batches-bin/` or
 `cifar-10-binary.tar.gz`) and the python version (`cifar-10-batches-py/` or
 `cifar-10-python.tar.gz`). Every file is checked against its official MD5 before
 it is trusted; the decoded arrays are cached in the user cache folder, keyed by
-those MD5s, so later loads are one `np.load`. A damaged cache file is rebuilt (with a
-line on stderr saying so); an archive is unpacked only if none of its members could land
+those MD5s, so later loads are one `np.load`. A cache file is used only if its arrays are
+CIFAR-10's (shapes, dtypes, 5,000 training and 1,000 test images of each class, and for the
+binary version the SHA-256 of the arrays its official files decode to, BIN_ARRAYS_SHA256);
+otherwise it is rebuilt, with a line on stderr saying so. An archive is unpacked only if none of its members could land
 outside its folder. Unpacking holds an exclusive flock on `.FOLDER.lock` beside the folder
 it makes, so workers that load one archive at once unpack it once: the others wait, then
 reuse the folder, as every later load does while its files match their MD5s.
@@ -116,6 +118,13 @@ def _fault(folder: Path, md5s: dict[str, str]) -> str | None:
     return None
 
 
+def _key(md5s: dict[str, str]) -> str:
+    return hashlib.md5("".join(sorted(md5s.values())).encode()).hexdigest()
+
+
+BIN_KEY = _key(BIN_MD5)  # the cache key of the official binary version
+
+
 def verify(folder: Path, md5s: dict[str, str]) -> str:
     """Raise DataError naming the first missing or corrupt file of `folder`.
 
@@ -123,7 +132,7 @@ def verify(folder: Path, md5s: dict[str, str]) -> str:
     """
     if (fault := _fault(folder, md5s)) is not None:
         raise DataError(f"{fault}. {_fix_hint(folder)}")
-    return hashlib.md5("".join(sorted(md5s.values())).encode()).hexdigest()
+    return _key(md5s)
 
 
 def read_bin_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
@@ -138,8 +147,8 @@ def read_bin_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10
 
     parts = [read(f"data_batch_{i}.bin") for i in range(1, 6)]
     x_test, y_test = read("test_batch.bin")
-    return _store(key, CIFAR10(np.concatenate([p[0] for p in parts]),
-                               np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
+    return _store(key, _checked(folder, CIFAR10(np.concatenate([p[0] for p in parts]),
+                               np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder))))
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -172,8 +181,8 @@ def read_py_folder(folder: Path, md5s: dict[str, str] | None = None) -> CIFAR10:
 
     parts = [read(f"data_batch_{i}") for i in range(1, 6)]
     x_test, y_test = read("test_batch")
-    return _store(key, CIFAR10(np.concatenate([p[0] for p in parts]),
-                               np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder)))
+    return _store(key, _checked(folder, CIFAR10(np.concatenate([p[0] for p in parts]),
+                               np.concatenate([p[1] for p in parts]), x_test, y_test, str(folder))))
 
 
 def _check_members(archive: Path, members, folder: str) -> list:
@@ -404,8 +413,47 @@ def locate(data: str | os.PathLike | None = None) -> list[Path]:
     return places
 
 
+def _checked(folder: Path, ds: CIFAR10) -> CIFAR10:
+    """Arrays decoded from files whose MD5s were accepted (the official ones, or those a caller gave)."""
+    if (fault := arrays_fault(ds)) is not None:
+        raise DataError(f"{folder}: its files decode to {fault}; they are not CIFAR-10. {_fix_hint(folder)}")
+    return ds
+
+
 def _cache_file(key: str) -> Path:
     return cache_dir() / "arrays" / f"cifar10-{key}.npz"
+
+
+# SHA-256 of the binary version's decoded arrays (x_train, y_train, x_test, y_test: their bytes in
+# that order, uint8 images and int64 labels), which its official MD5s fix: a cached copy of them
+# that differs by one byte (a label set to 0, a pixel changed) is not used but rebuilt.
+BIN_ARRAYS_SHA256 = "9048fcbac9c08a64d57a7c5a5a66750a974ad4eab380914df129f7e223d823df"
+SHAPES = ((50000, 3, 32, 32), (50000,), (10000, 3, 32, 32), (10000,))  # x_train, y_train, x_test, y_test
+
+
+def arrays_sha256(ds: CIFAR10) -> str:
+    h = hashlib.sha256()
+    for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def arrays_fault(ds: CIFAR10) -> str | None:
+    """What is wrong with decoded arrays (shapes, dtypes, labels outside 0-9 or not 5,000 training
+    and 1,000 test images of each class, as CIFAR-10 has), None when nothing is."""
+    shapes = (ds.x_train.shape, ds.y_train.shape, ds.x_test.shape, ds.y_test.shape)
+    if shapes != SHAPES:
+        return f"arrays of shapes {shapes}, not {SHAPES}"
+    dtypes = tuple(str(a.dtype) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    if dtypes != ("uint8", "int64", "uint8", "int64"):
+        return f"arrays of dtypes {dtypes}, not uint8 images and int64 labels"
+    for name, y, per in (("training", ds.y_train, 5000), ("test", ds.y_test, 1000)):
+        if y.min() < 0 or y.max() >= len(CLASSES):
+            return f"{name} labels from {y.min()} to {y.max()}, outside 0-{len(CLASSES) - 1}"
+        counts = np.bincount(y, minlength=len(CLASSES))
+        if (counts != per).any():
+            return f"{name} labels {counts.tolist()} of each class, not {per:,} each"
+    return None
 
 
 def _cached(key: str, folder: Path) -> CIFAR10 | None:
@@ -416,9 +464,10 @@ def _cached(key: str, folder: Path) -> CIFAR10 | None:
     try:
         with np.load(path) as z:
             ds = CIFAR10(z["x_train"], z["y_train"], z["x_test"], z["y_test"], str(folder))
-        shapes = (ds.x_train.shape, ds.y_train.shape, ds.x_test.shape, ds.y_test.shape)
-        if shapes != ((50000, 3, 32, 32), (50000,), (10000, 3, 32, 32), (10000,)) or ds.x_train.dtype != np.uint8:
-            raise ValueError(f"arrays of shapes {shapes}")
+        if (fault := arrays_fault(ds)) is not None:
+            raise ValueError(fault)
+        if key == BIN_KEY and arrays_sha256(ds) != BIN_ARRAYS_SHA256:
+            raise ValueError("its arrays differ from those the official files decode to")
         return ds
     except Exception as e:  # truncated, overwritten, not a zip at all: rebuilt from the verified files
         print(f"cifarlab: the decoded-array cache {path} is damaged ({type(e).__name__}: "

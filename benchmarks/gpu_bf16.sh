@@ -2,7 +2,7 @@
 # Can bf16 stand in for fp32 at the study's protocol? vgg3, seeds 0..SEEDS-1, 100 epochs, in fp32
 # (amp=off: TF32 off too) and in bf16 autocast, on one GPU, then `cifarlab compare` of the two groups:
 # the difference of the mean test accuracies, Welch's test and its 95% interval, the validation curves
-# overlaid. bf16 is admitted for the study when that interval lies within +-1 point (README, "Arithmetic").
+# overlaid. bf16 is admitted for the study when that interval lies within +-1 point (docs/results.md, "Arithmetic").
 #
 #   bash benchmarks/gpu_bf16.sh DATA_DIR OUT_DIR [STATE_DIR]
 #   DEVICE=cpu TINY=1 LIMIT=120 bash benchmarks/gpu_bf16.sh DATA_DIR /tmp/bf16-out    # the script on a CPU

@@ -53,7 +53,7 @@ native=$(python3 -c "from cifarlab.engine import native_bf16, pick_device
 print('yes' if native_bf16(pick_device('auto')) else 'no')")
 case "$native" in yes|no) ;; *) echo "protocol_study.sh: could not tell whether bf16 is native here" >&2; exit 1 ;; esac
 if [ "$native" = yes ]; then
-    # 2. where bf16 is native (measured equivalent on vgg3: README, Arithmetic), in STUDY_DIR-bf16: the
+    # 2. where bf16 is native (measured equivalent on vgg3: docs/results.md, Arithmetic), in STUDY_DIR-bf16: the
     #    baseline's three seeds (the verdict), the headline combined and centered at 400 epochs, bn_only's
     #    three seeds (bf16 measured where BatchNorm is), then the rest of the combined family, seed 0
     #    each. On two workers the longest runs go first, so the 400-epoch pair trains side by side.

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -180,6 +182,16 @@ MODEL_KEYS = {
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 _DEFAULTS = Config()
 
+# Upper bounds, so that a value far past any useful one is refused here and not by a crash mid-run:
+MAX_SEED = 2**31 - 1  # torch's generators take seed * 100_003 + epoch, which must stay below 2^64
+MAX_LR = 100.0  # a peak rate (or a piecewise value) above this only diverges; float32 overflows near 3e38
+MAX_WIDTH = 4096  # filters per block
+MAX_DENSE = 65536  # hidden units of the head
+MAX_EPOCHS = 100_000
+MAX_THREADS = 1024
+MAX_NAME_BYTES = 200  # the run folder's name is NAME-TIMESTAMP; file names stop at 255 bytes
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few lines of YAML
+
 
 def _number(key: str, value, low=None, high=None, low_open=False, high_open=False, what=None) -> None:
     """Refuse a value outside [low, high] (an open end excludes the bound); NaN and infinities too."""
@@ -238,13 +250,13 @@ def validate(cfg: Config) -> Config:
                 own = ", ".join(("widths",) + MODEL_KEYS[cfg.model])
                 raise ConfigError(f"{key}={getattr(cfg, key)!r} applies to model={m} only; model={cfg.model} "
                                   f"takes {own} for its network (remove {key}, or set model={m})")
-    _items("widths", cfg.widths, lambda k, v: _whole(k, v, 1))
+    _items("widths", cfg.widths, lambda k, v: _whole(k, v, 1, MAX_WIDTH))
     if cfg.model == "vgg":
         _whole("blocks", cfg.blocks, 1, 5)  # five poolings take 32x32 down to 1x1
         if len(cfg.widths) < cfg.blocks:
             raise ConfigError(f"widths={cfg.widths} names fewer filters than blocks={cfg.blocks}; "
                               f"give one width per block")
-        _whole("dense", cfg.dense, 1)
+        _whole("dense", cfg.dense, 1, MAX_DENSE)
         positions = cfg.blocks + 1
         if isinstance(cfg.dropout, list):
             if len(cfg.dropout) != positions:
@@ -267,8 +279,8 @@ def validate(cfg: Config) -> Config:
     _whole("val_split", cfg.val_split, 0)
     if cfg.val_split % CLASS_COUNT:
         raise ConfigError(f"val_split={cfg.val_split}: must be a multiple of {CLASS_COUNT} (one share per class)")
-    _whole("epochs", cfg.epochs, 1)
-    _whole("batch_size", cfg.batch_size, 1)
+    _whole("epochs", cfg.epochs, 1, MAX_EPOCHS)
+    _whole("batch_size", cfg.batch_size, 1, TRAIN_IMAGES)
     n = train_images(cfg)
     pool = f"subset={cfg.subset}" if cfg.subset else f"the {TRAIN_IMAGES:,} training images"
     if n < 1:
@@ -281,7 +293,7 @@ def validate(cfg: Config) -> Config:
     if not cfg.test and not cfg.val_split:
         raise ConfigError("test=false needs val_split > 0: without a held-out split the test set validates")
     # the optimiser
-    _number("lr", cfg.lr, 0, low_open=True)
+    _number("lr", cfg.lr, 0, MAX_LR, low_open=True)
     _number("momentum", cfg.momentum, 0, 1, high_open=True)
     if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum == 0:
         raise ConfigError("nesterov=true needs momentum above 0 (Nesterov's step is a look-ahead along the "
@@ -289,11 +301,11 @@ def validate(cfg: Config) -> Config:
     if not (isinstance(cfg.betas, list) and len(cfg.betas) == 2):
         raise ConfigError(f"betas={cfg.betas!r}: must be two numbers, e.g. [0.9, 0.999]")
     _items("betas", cfg.betas, lambda k, v: _number(k, v, 0, 1, high_open=True))
-    _number("eps", cfg.eps, 0, low_open=True)
-    _number("l2", cfg.l2, 0)
-    _number("weight_decay", cfg.weight_decay, 0)
+    _number("eps", cfg.eps, 0, 1, low_open=True)
+    _number("l2", cfg.l2, 0, 10)
+    _number("weight_decay", cfg.weight_decay, 0, 10)
     _number("label_smoothing", cfg.label_smoothing, 0, 1, high_open=True)
-    _number("bias_lr_scale", cfg.bias_lr_scale, 0, low_open=True)
+    _number("bias_lr_scale", cfg.bias_lr_scale, 0, 1000, low_open=True)
     _whole("lookahead_every", cfg.lookahead_every, 0)
     _number("lookahead_decay", cfg.lookahead_decay, 0, 1)
     # the schedule
@@ -303,7 +315,7 @@ def validate(cfg: Config) -> Config:
     _items("boundaries", cfg.boundaries, lambda k, v: _number(k, v, 0))
     if any(b >= a for a, b in zip(cfg.boundaries[1:], cfg.boundaries)):
         raise ConfigError(f"boundaries={cfg.boundaries}: must increase")
-    _items("values", cfg.values, lambda k, v: _number(k, v, 0))
+    _items("values", cfg.values, lambda k, v: _number(k, v, 0, MAX_LR))
     _number("warmup_epochs", cfg.warmup_epochs, 0)
     _number("decay_epochs", cfg.decay_epochs, 0)
     # each period is restart_mult times the last: below 1 they shrink, and the periods' sum ends the schedule
@@ -313,15 +325,46 @@ def validate(cfg: Config) -> Config:
     _number("min_lr_factor", cfg.min_lr_factor, 0, 1)
     _number("onecycle_pct", cfg.onecycle_pct, 0, 1, low_open=True, high_open=True)
     # the run
-    _whole("seed", cfg.seed, 0)
+    _whole("seed", cfg.seed, 0, MAX_SEED)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device={cfg.device!r} is not a device cifarlab trains on; use {DEVICE_FORMS}")
-    _whole("threads", cfg.threads, 0)
-    _whole("eval_batch_size", cfg.eval_batch_size, 1)
+    if cfg.sync_bn and cfg.device == "cpu":
+        raise ConfigError("sync_bn=true needs GPUs: torch's SyncBatchNorm does not run on the CPU; "
+                          "use sync_bn=false (or a cuda device under torchrun)")
+    _whole("threads", cfg.threads, 0, MAX_THREADS)
+    _whole("eval_batch_size", cfg.eval_batch_size, 1, TRAIN_IMAGES)
     if cfg.tta not in (0, 1, 2):
         raise ConfigError(f"tta={cfg.tta} is not a valid choice; choose one of: 0, 1, 2")
     _whole("checkpoint_every", cfg.checkpoint_every, 1)
+    # the notes
+    for key in ("name", "description"):
+        _text(key, getattr(cfg, key))
+    _name(cfg.name)
+    for k, v in cfg.reference.items():
+        if not isinstance(k, str) or not k:
+            raise ConfigError(f"reference key {k!r}: name the source of each accuracy, e.g. "
+                              f"reference: {{seed_report: 73.81}}")
+        _number(f"reference.{k}", v, 0, 100, what="a test accuracy in percent, from 0 to 100")
     return cfg
+
+
+def _text(key: str, value: str) -> None:
+    """Text that a run writes into its files and figures must be UTF-8 (a byte that is not decodes to a
+    lone surrogate on the command line)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(f"{key}={value!r}: not UTF-8 text (character {e.start}); write it in UTF-8") from None
+
+
+def _name(name: str) -> None:
+    """The name becomes the default run folder runs/NAME-TIMESTAMP: one plain file name."""
+    if not name or name in (".", "..") or re.search(r"[/\\\x00-\x1f\x7f]", name):
+        raise ConfigError(f"name={name!r}: must be a plain file name (no /, \\ or control characters); "
+                          f"the run folder is runs/NAME-TIMESTAMP, and --out puts a run anywhere")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ConfigError(f"name is {len(name.encode('utf-8'))} bytes long: at most {MAX_NAME_BYTES} "
+                          f"(it names the run folder)")
 
 
 def from_dict(d: dict, base: Config | None = None, check: bool = True) -> Config:
@@ -360,15 +403,62 @@ def preset_names() -> list[str]:
 
 
 def _preset_text(name: str) -> str:
-    path = resources.files("cifarlab") / "presets" / f"{name}.yaml"
-    if not path.is_file():
+    # only the names listed: a path (../x) or an empty name is no preset
+    if not isinstance(name, str) or name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
-    return path.read_text()
+    return (resources.files("cifarlab") / "presets" / f"{name}.yaml").read_text()
 
 
-def load_preset(name: str) -> Config:
-    d = yaml.safe_load(_preset_text(name)) or {}
-    base = load_preset(d.pop("base")) if "base" in d else None
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # a list or mapping as key: the caller names it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {first + 1} and {key_node.start_mark.line + 1}); "
+                                f"keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str, where: str):
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+
+
+def _check_mapping(d, where: str) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: a config file holds `key: value` lines, but this one holds a "
+                          f"{type(d).__name__}; see `cifarlab presets` and src/cifarlab/presets/*.yaml")
+    odd = [k for k in d if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"{where}: key {odd[0]!r} is not a setting's name; keys are names such as lr or "
+                          f"epochs (see `cifarlab presets`)")
+    if "base" in d and not isinstance(d["base"], str):
+        raise ConfigError(f"{where}: base={d['base']!r} must be a preset name")
+    return d
+
+
+def load_preset(name: str, _chain: tuple = ()) -> Config:
+    if name in _chain:
+        raise ConfigError(f"preset {_chain[0]!r}: its bases form a cycle ({' -> '.join(_chain + (name,))}); "
+                          f"a preset's base must lead to one without a base")
+    d = _check_mapping(_parse_yaml(_preset_text(name), f"preset {name}"), f"preset {name}")
+    base = load_preset(d.pop("base"), _chain + (name,)) if "base" in d else None
     d.setdefault("name", name)
     # A derived preset gets its own references, not its base's.
     d.setdefault("reference", {})
@@ -377,32 +467,34 @@ def load_preset(name: str) -> Config:
 
 def read_yaml(path: str | Path) -> dict:
     """A YAML file of `key: value` lines as a dict; a file that is not one is a ConfigError naming it."""
+    _given(path)
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        # a FIFO or a device would hang or never end: only a regular file is opened
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"config file {path} is not a regular file; give a YAML file")
+        with open(path, "rb", opener=lambda p, f: os.open(p, f | getattr(os, "O_NONBLOCK", 0))) as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; a config file is a few "
+                          f"lines of YAML")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a config file is YAML text") from None
-    try:
-        d = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: a config file holds `key: value` lines, but this one holds a "
-                          f"{type(d).__name__}; see `cifarlab presets` and src/cifarlab/presets/*.yaml")
-    if "base" in d and not isinstance(d["base"], str):
-        raise ConfigError(f"{path}: base={d['base']!r} must be a preset name")
-    return d
+    return _check_mapping(_parse_yaml(text, str(path)), str(path))
+
+
+def _given(path) -> None:
+    if not str(path).strip():  # Path("") would be the current folder
+        raise ConfigError("the config file's path is empty; give a YAML file")
 
 
 def load_file(path: str | Path, check: bool = True) -> Config:
     """A config file (`base: PRESET` and keys); `check`: validated as a whole too (its keys' types always are)."""
+    _given(path)
     path = Path(path)
     d = read_yaml(path)
     base = load_preset(d.pop("base")) if "base" in d else None
@@ -454,7 +546,8 @@ def resolve_config(preset: str | None, config: str | None, overrides: list[str],
     complete(cfg, given), when given, fills in settings the caller defaults (tune's val_split)
     before the config is checked; `given` is the overrides as a dict.
     """
-    base = load_file(config, check=complete is None) if config else load_preset(preset or "vgg3")
+    base = (load_file(config, check=complete is None) if config is not None
+            else load_preset("vgg3" if preset is None else preset))
     given = parse_overrides(overrides)
     cfg = from_dict(given, base, check=complete is None)
     if complete is not None:

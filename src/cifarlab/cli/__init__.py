@@ -62,7 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     from ..files import WriteError
     typed = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser([_verb(typed)])
-    args = parser.parse_args(typed)
+    args, extra = parser.parse_known_args(typed)
+    # key=value overrides written after an option (train --out DIR epochs=2 --quiet lr=0.1) are overrides too
+    if extra and isinstance(getattr(args, "overrides", None), list) \
+            and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra
+    elif extra:  # one line, from the verb, saying where key=value settings go
+        verb = getattr(args, "verb", None)
+        where = (f"; see `cifarlab {verb} --help` (key=value overrides may come before or after options)"
+                 if isinstance(getattr(args, "overrides", None), list)
+                 else f"; see `cifarlab {verb} --help`" if verb else "")
+        print(f"cifarlab{' ' + verb if verb else ''}: error: unrecognized arguments: {' '.join(extra)}{where}",
+              file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import sys
 
 import numpy as np
@@ -30,6 +33,8 @@ def add_parser(sub, help: str) -> None:
 def cmd_predict(args) -> int:
     if not 1 <= args.top <= len(CLASSES):
         raise UsageError(f"--top must be between 1 and {len(CLASSES)}")
+    for what, path in [("model", args.model)] + [("image", i) for i in args.images]:
+        _local_file(what, path)
     try:
         model = load(args.model, args.device)
     except ModelError as e:
@@ -56,3 +61,17 @@ def cmd_predict(args) -> int:
     if errors:
         print(f"cifarlab predict: {len(errors)} of {len(args.images)} file(s) failed", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _local_file(what: str, path: str) -> None:
+    """Refuse, before opening anything, a URL and a path that is neither a file nor a folder (a FIFO would
+    hang, a device would never end); a missing or damaged file is the loader's to name."""
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", path):
+        raise UsageError(f"{what} {path}: a URL; predict reads local files, so download it first")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UsageError(f"{what} {path} is not a regular file (a pipe, device or socket); give "
+                         + ("an image file" if what == "image" else "a run folder, an export folder or a model file"))

@@ -1,12 +1,13 @@
 """cifarlab study: presets x seeds into one study folder; re-running resumes it."""
 from __future__ import annotations
 
+import math
 import sys
 
 from ..errors import UsageError
 from ..study.forecast import plan_study
 from ..study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, QUICK_SEEDS, StudyError, parse_only
-from ..study.runner import BACKEND_OPTIONS, BACKENDS, ORDERS, run_study
+from ..study.runner import BACKEND_OPTIONS, BACKENDS, ORDERS, PROBLEMS, run_study
 from .common import add_data
 
 
@@ -30,7 +31,7 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--out", help="study folder (default: studies/quick with --quick, else studies/full)")
     p.add_argument("--quick", action="store_true",
                    help=f"pipeline check: {' '.join(QUICK_OVERRIDES)}, epochs x {QUICK_EPOCHS_SCALE}, "
-                        f"{QUICK_SEEDS} seeds (about 30 min for all presets on 2 CPU cores)")
+                        f"{QUICK_SEEDS} seeds")
     p.add_argument("--epochs-scale", type=float, help="multiply every preset's epochs (and schedule lengths)")
     p.add_argument("--backend", default="local", help=f"how jobs run: {', '.join(BACKENDS)} (default local)")
     p.add_argument("--address", help="ray: join the Ray cluster at HOST:PORT (default: start one here)")
@@ -49,10 +50,16 @@ def cmd_study(args) -> int:
     scale = args.epochs_scale if args.epochs_scale is not None else (QUICK_EPOCHS_SCALE if args.quick else 1.0)
     seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else 1)
     out = args.out or ("studies/quick" if args.quick else "studies/full")
+    if args.epochs_scale is not None and not (math.isfinite(args.epochs_scale) and args.epochs_scale > 0):
+        raise UsageError(f"--epochs-scale {args.epochs_scale}: must be a finite number above 0 "
+                         f"(0.1: a tenth of each preset's epochs)")
     try:
         only, seeds_for = parse_only(args.only)
     except StudyError as e:
         raise UsageError(str(e)) from None
+    if args.only is not None and not only:
+        raise UsageError(f"--only {args.only!r} names no preset; give comma-separated presets (vgg1,vgg3) or "
+                         f"leave --only out to run all of them")
     try:
         stop_after = parse_duration(args.stop_after) if args.stop_after is not None else None
     except ValueError as e:
@@ -82,7 +89,7 @@ def cmd_study(args) -> int:
               f"each resumable from its checkpoint. Continue with: {again}")
     if any(r["status"] == "deferred" for r in results):
         print("cifarlab study: runs begun in bf16 are left for a machine with native bf16 (listed above)")
-    return 1 if any(r["status"] in ("failed", "busy", "mismatch") for r in results) else 0
+    return 1 if any(r["status"] in PROBLEMS for r in results) else 0
 
 
 DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}

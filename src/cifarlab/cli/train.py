@@ -28,7 +28,9 @@ def add_parser(sub, help: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..train import train  # torch: loaded when a run starts, not for --help
+    import torch  # loaded when a run starts, not for --help
+
+    from ..train import train
     if args.resume:
         if args.overrides:
             raise UsageError("--resume continues a run with its own config; overrides are not allowed")
@@ -45,6 +47,9 @@ def cmd_train(args) -> int:
               command=args.command_line)
         return 0
     cfg = resolve_config(args.preset, args.config, args.overrides)
+    if cfg.sync_bn and cfg.device == "auto" and not torch.cuda.is_available():  # device=cpu: config.validate
+        raise UsageError("sync_bn=true needs GPUs: torch's SyncBatchNorm does not run on the CPU, and this "
+                         "machine has no GPU; use sync_bn=false")
     out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     args.run_dir = out
     train(cfg, out, data_path=args.data, progress=not args.quiet, force=args.force, command=args.command_line)

@@ -56,11 +56,59 @@ def check_format(record: dict, path, error: type[CifarlabError] = RunFolderError
                     f"(up to {FORMAT_VERSION}); use the cifarlab version that wrote it, or a newer one")
 
 
+class DamagedFileError(RunFolderError):
+    """A run's or a study's record (summary.json, study.json) that cannot be read as one."""
+
+
+def read_json(path, required: dict, fix: str, error: type[CifarlabError] = DamagedFileError) -> dict:
+    """The JSON object in `path`, its format checked (check_format) and each key of `required`
+    ({key: a type or a tuple of types}) present with such a value; anything else (unreadable,
+    not UTF-8, not JSON, truncated, not an object, a key missing) is one line naming the file,
+    worded as damaged, ending with `fix`."""
+    path = Path(path)
+
+    def damaged(what: str):
+        return error(f"{path} is damaged ({what}); {fix}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise damaged("not UTF-8 text") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    if not text.strip():
+        raise damaged("empty")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise damaged(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise damaged("nested too deeply to be its JSON") from None
+    if not isinstance(record, dict):
+        raise damaged(f"a JSON {type(record).__name__}, not an object")
+    check_format(record, path, error)
+    for key, kind in required.items():
+        if key not in record:
+            raise damaged(f"no {key!r}")
+        if not isinstance(record[key], kind) or (isinstance(record[key], bool) and kind is not bool):
+            raise damaged(f"{key!r} is {record[key]!r}")
+    return record
+
+
+def summary_fix(run_dir) -> str:
+    """How to get a damaged summary.json written again: the run's checkpoint writes it anew."""
+    q = shlex.quote(str(run_dir))
+    return (f"move it away and run `cifarlab train --resume {q}`, which writes it again from the run's "
+            f"checkpoint.pt")
+
+
 def read_summary(run_dir) -> dict:
-    """A finished run's summary.json, refused (RunFolderError) when its format is newer than this code's."""
+    """A finished run's summary.json: DamagedFileError (one line naming it, saying how to write it
+    again) when it is no summary, a RunFolderError when its format is newer than this code's."""
     path = Path(run_dir) / "summary.json"
-    summary = json.loads(path.read_text())
-    check_format(summary, path)
+    summary = read_json(path, {"test_acc": (int, float, type(None))}, summary_fix(run_dir))
+    acc = summary["test_acc"]
+    if acc is not None and not 0 <= acc <= 1:
+        raise DamagedFileError(f"{path} is damaged (test_acc {acc!r} is no accuracy); {summary_fix(run_dir)}")
     return summary
 
 

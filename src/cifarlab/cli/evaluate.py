@@ -1,12 +1,12 @@
 """cifarlab evaluate: a run's checkpoint on the test set, per class, with its confusion matrix."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from ..errors import UsageError
 from ..inference.evaluate import evaluate_model, write_evaluation
+from ..runfolder import read_summary
 from .common import add_data, add_device
 
 
@@ -28,6 +28,8 @@ def cmd_evaluate(args) -> int:
     if not (run / "checkpoint.pt").is_file():
         raise UsageError(f"{run}: not a run folder with a checkpoint.pt (evaluate an exported model "
                          f"from Python: cifarlab.load(PATH).evaluate())")
+    # a damaged summary.json is refused before any work (what it reports is printed beside the result)
+    summary = read_summary(run) if (run / "summary.json").is_file() else None
     from ..inference.predict import load_checkpoint
     model = load_checkpoint(run / "checkpoint.pt", args.device)
     r = evaluate_model(model, tta=args.tta, data=args.data)
@@ -37,9 +39,8 @@ def cmd_evaluate(args) -> int:
     for name, acc in r["per_class_acc"].items():
         print(f"{name:<12} {acc:>8.4f}")
     line = f"test accuracy {r['test_acc']:.4f}  test loss {r['test_loss']:.4f}"
-    summary = run / "summary.json"
-    if summary.is_file() and not args.tta:
-        reported = json.loads(summary.read_text()).get("test_acc")
+    if summary is not None and not args.tta:
+        reported = summary["test_acc"]
         line += (f"  (summary.json: {reported:.4f})" if reported is not None else
                  "  (summary.json has none: the run was trained with test=false)")
     print(line)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import checkpoint, runfolder
 from ..files import atomic_write, atomic_write_text
-from .jobs import SETTINGS, StudyError, epochs_done
+from .jobs import SETTINGS, StudyError, epochs_done, read_study
 
 RUN_RECORDS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "train.log")
 STATE = "checkpoint.pt"
@@ -66,17 +66,7 @@ def _state(run: Path) -> str:
 
 
 def _read_study(folder: Path, what: str) -> dict | None:
-    path = folder / "study.json"
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StudyError(f"{path} cannot be read ({type(e).__name__}); restore it from the repository") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict) \
-            or not isinstance(meta.get("invocations"), list):
-        raise StudyError(f"{path} is not a study's study.json (no settings and invocations); {what}")
-    return meta
+    return read_study(folder, f"restore it from a copy, or {what}")
 
 
 def merge_studies(ours: dict | None, theirs: dict, ours_name, theirs_name) -> dict:

@@ -239,8 +239,7 @@ def render_html(rep: dict, out_dir) -> str:
 
 def write_compare(run_dirs, out_dir, within: float | None = None) -> dict:
     from ..checkpoint import atomic_write_text
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # made by the first figure or file: a run folder refused leaves no folder behind
     rep = collect(run_dirs, out_dir, within=within)
     atomic_write_text(out_dir / "compare.md", render_md(rep))
     atomic_write_text(out_dir / "compare.html", render_html(rep, out_dir))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import time
 import traceback
 from dataclasses import dataclass
@@ -34,6 +35,31 @@ SETTINGS = ("overrides", "epochs_scale", "quick")
 
 class StudyError(CifarlabError, ValueError):
     """A bad study command or a study folder made with other settings."""
+
+
+class DamagedStudyError(StudyError):
+    """A study.json that cannot be read as a study's record."""
+
+
+STUDY_FILE = "study.json"
+
+
+def read_study(study_dir, fix: str | None = None) -> dict | None:
+    """STUDY_DIR/study.json (its settings and invocations), None where there is none; a file that
+    is no study record (not JSON, empty, truncated, not UTF-8, a list, no settings, ...) is one
+    line naming it, worded as damaged, ending with `fix` (default: how to go on with the study)."""
+    from ..runfolder import read_json
+    path = Path(study_dir) / STUDY_FILE
+    if not path.is_file():
+        return None
+    q = shlex.quote(str(study_dir))
+    fix = fix or (f"restore it from a copy (or the repository that keeps the study's records), or move it away: "
+                  f"`cifarlab study --out {q} ...` then starts a new one, keeping every finished run")
+    meta = read_json(path, {"settings": dict, "invocations": list}, fix, DamagedStudyError)
+    for i, inv in enumerate(meta["invocations"]):
+        if not isinstance(inv, dict):
+            raise DamagedStudyError(f"{path} is damaged (invocation {i} is {inv!r}); {fix}")
+    return meta
 
 
 @dataclass(frozen=True)
@@ -191,14 +217,14 @@ def _log_interrupted(run_dir: Path) -> None:
 def run_job(job: Job) -> dict:
     """Run one job to the end in this process; never recompute a finished run.
 
-    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed|stopped|deferred,
+    Returns {"job", "status": skipped|trained|resumed|busy|mismatch|failed|stopped|deferred|damaged,
     "seconds", "test_acc", "error"}. A run folder whose config.yaml differs from the job's
     config is not touched (mismatch). Past `job.stop_at` a run stops at the end of its epoch,
     resumable (stopped; past `job.start_by` a job does not begin). A run begun in bf16
     that this machine would continue in fp32 is left for another machine (deferred). The
     run's own output goes to run_dir/train.log.
     """
-    from ..runfolder import ConfigMismatchError, RunBusyError, read_summary
+    from ..runfolder import ConfigMismatchError, RunBusyError, RunFolderError, read_summary
     from ..train import ArithmeticMismatch, RunStopped, train
     run_dir = Path(job.run_dir)
     out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
@@ -207,7 +233,10 @@ def run_job(job: Job) -> dict:
         out["status"], out["error"] = "mismatch", mismatch
         return out
     if run_status(run_dir) == "finished":
-        out["test_acc"] = read_summary(run_dir)["test_acc"]
+        try:
+            out["test_acc"] = read_summary(run_dir)["test_acc"]
+        except RunFolderError as e:  # one damaged run folder: reported, the others go on
+            out["status"], out["error"] = "damaged", str(e)
         return out
     if job.start_by is not None and time.time() >= job.start_by:
         out["status"] = "stopped"  # the study's time was spent before its turn came: left as it is

@@ -25,7 +25,7 @@ import yaml
 from ..config import STUDY_ORDER, study_order
 from ..errors import CifarlabError
 from .groups import network_of
-from .jobs import epochs_done, preset_seeds
+from .jobs import epochs_done, preset_seeds, read_study
 
 # The study's claims, as (experiment, compared with, what the seed report said).
 CLAIMS = [
@@ -528,8 +528,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
             row["description"] = f"{row['description']}; this row: {g['against']}".lstrip("; ")
     metas = []
     for d in dirs:
-        meta_path = d / "study.json"
-        metas.append(json.loads(meta_path.read_text()) if meta_path.is_file() else {})
+        metas.append(read_study(d) or {})
     out = {"study_dir": ", ".join(map(str, dirs)), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
            "meta": metas[0], "rows": [rows[n] for n in names], "unfinished": unfinished,
            "untested": untested, "mixed": mixed,

@@ -37,7 +37,8 @@ import multiprocessing as mp
 
 from .. import checkpoint, interrupt
 from ..runfolder import command_words
-from .jobs import SETTINGS, Job, StudyError, job_config, longest_first, ordered_presets, run_job, run_status
+from .jobs import (SETTINGS, Job, StudyError, job_config, longest_first, ordered_presets, read_study, run_job,
+                   run_status)
 
 
 # --- backends --------------------------------------------------------------------------
@@ -231,8 +232,8 @@ def open_study(study_dir, settings: dict, options: dict, command=None) -> dict:
     other settings started at once, the second is refused."""
     path = Path(study_dir) / "study.json"
     with _study_lock(study_dir):
-        if path.is_file():
-            meta = json.loads(path.read_text())
+        meta = read_study(study_dir)
+        if meta is not None:
             old = {k: meta["settings"].get(k) for k in SETTINGS}
             if old != {k: settings[k] for k in SETTINGS}:
                 raise StudyError(f"{study_dir} was made with {old}, not {settings}; "
@@ -246,7 +247,9 @@ def open_study(study_dir, settings: dict, options: dict, command=None) -> dict:
     return meta
 
 
-STATUSES = ("trained", "resumed", "skipped", "busy", "mismatch", "failed", "interrupted", "stopped", "deferred")
+STATUSES = ("trained", "resumed", "skipped", "busy", "mismatch", "failed", "damaged", "interrupted", "stopped",
+            "deferred")
+PROBLEMS = ("failed", "busy", "mismatch", "damaged")  # statuses the study exits non-zero for
 
 
 def close_study(study_dir, meta: dict, results: list[dict], wall: float, interrupted: bool = False) -> None:
@@ -261,7 +264,10 @@ def close_study(study_dir, meta: dict, results: list[dict], wall: float, interru
         mine["stopped"] = True  # --stop-after: its time was spent, every run stopped resumable
     path = Path(study_dir) / "study.json"
     with _study_lock(study_dir):
-        current = json.loads(path.read_text()) if path.is_file() else meta
+        try:
+            current = read_study(study_dir) or meta
+        except StudyError:  # damaged since this invocation opened it: what this invocation knows is kept
+            current = meta
         for i, inv in enumerate(current["invocations"]):
             if inv.get("id") == mine["id"]:
                 current["invocations"][i] = mine
@@ -341,7 +347,7 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
         raise
     wall = time.perf_counter() - t0
     close_study(study_dir, meta, results, wall)
-    failed = [r for r in results if r["status"] in ("failed", "busy", "mismatch")]
+    failed = [r for r in results if r["status"] in PROBLEMS]
     log(f"study done in {wall:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
                                                    meta["invocations"][-1]["counts"].items() if v))
     for r in failed + [r for r in results if r["status"] == "deferred"]:

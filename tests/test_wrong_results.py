@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlab import cli, data as D
+import cifarlab
+from cifarlab import checkpoint, cli, data as D
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_v0_interrupted"
 
@@ -138,3 +139,51 @@ def test_files_whose_labels_are_out_of_range_are_one_error_not_an_index_error(tm
     with pytest.raises(D.DataError, match=r"decode to test labels from 0 to 12, outside 0-9; they are not CIFAR-10"):
         D.read_bin_folder(folder, md5s)
     assert not (tmp_path / "cache").exists()  # nothing cached
+
+
+# --- a checkpoint's digest -----------------------------------------------------------------
+
+def _resaved(tmp_path, damage=None):
+    """The fixture's checkpoint saved again by checkpoint.save (so with its digest), then damaged as a disk
+    would damage it (the file rewritten with changed tensors, its recorded digest kept)."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    checkpoint.save(run / "checkpoint.pt", torch.load(run / "checkpoint.pt", weights_only=False))
+    if damage is not None:
+        state = torch.load(run / "checkpoint.pt", weights_only=False)
+        damage(state)
+        torch.save(state, run / "checkpoint.pt")
+    return run
+
+
+def _last_bit(state):  # the lowest mantissa bit of the last weight: a change no finiteness check sees
+    w = state["model"]["head.3.weight"]
+    bits = w.contiguous().view(torch.int32).reshape(-1).clone()
+    bits[-1] ^= 1
+    state["model"]["head.3.weight"] = bits.view(torch.float32).reshape(w.shape)
+
+
+def _std(state):
+    state["norm"]["std"] = [1e-4] * 3
+
+
+DIGESTED = [_flip_exponent, _last_bit, _std, _zero_std]
+
+
+@pytest.mark.parametrize("damage", DIGESTED, ids=[d.__name__ for d in DIGESTED])
+def test_a_checkpoint_whose_tensors_changed_is_damaged(tmp_path, capsys, damage):
+    run = _resaved(tmp_path, damage)
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(checkpoint.CheckpointError, match="differ from the SHA-256 it was saved with") as e:
+        cifarlab.load(run)
+    assert str(run / "checkpoint.pt") in str(e.value) and "damaged" in str(e.value)
+    assert cli.main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated or damaged" in err and "hostile" not in err, err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_checkpoints_with_and_without_a_digest_load(tmp_path):
+    state = checkpoint.load(_resaved(tmp_path) / "checkpoint.pt")
+    assert state[checkpoint.DIGEST] == checkpoint.tensors_sha256(state)
+    assert checkpoint.DIGEST not in checkpoint.load(FIXTURE / "checkpoint.pt")  # older: none, loads as before

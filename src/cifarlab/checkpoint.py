@@ -11,10 +11,14 @@ file) is refused with a CheckpointError, and nothing in it runs. Checkpoints tha
 NumPy's RNG state as a NumPy array (written before it was stored as a tensor) still load:
 the array type, its dtype and its unpickling helper are the only other things allowed.
 A checkpoint records its format_version (runfolder.FORMAT_VERSION); one of a newer
-format than this code reads is refused, one without it (older) loads as before.
+format than this code reads is refused, one without it (older) loads as before. save()
+adds the SHA-256 of the model's tensors and normalisation (DIGEST) and load() checks it: a
+file whose weights changed on disk is a damaged checkpoint, not weights to predict with (a
+checkpoint saved before they recorded it has none and loads as before).
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import re
@@ -39,7 +43,27 @@ class CheckpointError(CifarlabError, ValueError):
         self.damaged = damaged
 
 
+DIGEST = "tensors_sha256"  # the key of a checkpoint's digest of its weights and normalisation
+
+
+def tensors_sha256(state: dict) -> str:
+    """SHA-256 of what a checkpoint's predictions depend on: every tensor of its model (name, dtype,
+    shape and values, in the logical layout whatever the memory format) and its normalisation."""
+    h = hashlib.sha256()
+    for name in sorted(state["model"]):
+        t = state["model"][name]
+        if isinstance(t, torch.Tensor):
+            h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{name} {t!r}\n".encode())
+    h.update(repr(state.get("norm")).encode())
+    return h.hexdigest()
+
+
 def save(path: Path, state: dict) -> None:
+    """Write `state` with the digest load() checks (DIGEST)."""
+    state = {**state, DIGEST: tensors_sha256(state)}
     atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -89,7 +113,26 @@ def load(path: Path) -> dict:
     if not isinstance(state, dict) or not {"config", "model"} <= state.keys():
         raise CheckpointError(f"{path}: not a cifarlab checkpoint (no config and model in it)")
     check_format(state, path, CheckpointError)
+    _check_digest(path, state)
     return state
+
+
+def _check_digest(path: Path, state: dict) -> None:
+    """A checkpoint's weights and normalisation against the digest it was saved with; one saved
+    before checkpoints recorded one (no DIGEST key) loads as before."""
+    want = state.get(DIGEST)
+    if want is None:
+        return
+    if not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path}: cannot read this checkpoint (its model is not a dict of tensors); it "
+                              f"is damaged or not a cifarlab checkpoint", damaged=True)
+    try:
+        got = tensors_sha256(state)
+    except Exception as e:  # a tensor that cannot be read back as bytes
+        got = f"unreadable ({_first_sentence(e)})"
+    if got != want:
+        raise CheckpointError(f"{path}: its weights or normalisation differ from the SHA-256 it was saved with "
+                              f"(bits changed on disk or in a copy)", damaged=True)
 
 
 def rng_state() -> dict:

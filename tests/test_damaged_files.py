@@ -147,3 +147,42 @@ def test_a_study_reports_a_damaged_run_and_trains_the_others(study, tmp_path, ca
     assert "damaged" in line and str(path) in line and fragment in line, out
     last = json.loads((s / "study.json").read_text())["invocations"][-1]
     assert last["finished"] is not None and last["counts"]["damaged"] == 1 and last["counts"]["trained"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,content,fragment", DAMAGE[:4], ids=[d[0] for d in DAMAGE[:4]])
+def test_predict_reads_a_checkpoint_without_norm_through_the_summary_reader(study, tmp_path, capsys, cifar,
+                                                                            name, content, fragment):
+    """A checkpoint of a version that kept its normalisation in summary.json only: a damaged summary is
+    one line naming it, not a traceback, and nothing is predicted."""
+    from PIL import Image
+
+    from cifarlab import checkpoint
+    s = _copy(study, tmp_path)
+    state = checkpoint.load(s / RUN / "checkpoint.pt")
+    state.pop("norm")
+    state.pop(checkpoint.DIGEST, None)
+    checkpoint.save(s / RUN / "checkpoint.pt", state)  # as that version wrote it, with its digest
+    image = tmp_path / "frog.png"
+    Image.fromarray(cifar.x_test[0].transpose(1, 2, 0)).save(image)
+    path = s / RUN / "summary.json"
+    _damage(path, content)
+    before = _tree(tmp_path)
+    rc, err = _run(capsys, ["predict", "R", str(image)], s, tmp_path)
+    assert rc == 2, err
+    _one_line(err, path, fragment)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("out,fragment", [("/sys", "cannot write into the export folder /sys"),
+                                          ("/sys/cifarlab-export", "cannot create the export folder")])
+def test_export_into_a_folder_that_cannot_be_written_is_one_line(study, tmp_path, capsys, out, fragment):
+    """/sys refuses new entries even to root (the tests' user, for whom a chmod'ed folder stays writable)."""
+    s = _copy(study, tmp_path)
+    before = _tree(tmp_path)
+    rc, err = _run(capsys, ["export", "R", "--format", "safetensors", "--out", out], s, tmp_path)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    assert _tree(tmp_path) == before and not Path("/sys/cifarlab-export").exists()

@@ -15,7 +15,10 @@ onnxruntime) and its logits on real CIFAR-10 test images are compared with PyTor
 An export is built in a temporary folder inside the target (`.export.PID@HOST.*`), the
 weights first and model.json last: model.json records each weights file's SHA-256
 (`files`), which loading checks, and the SHA-256 of the network's tensors
-(`tensors_sha256`, the same in every format). Only then is it moved into place: the
+(`tensors_sha256`, the same in every format), and the SHA-256 of its config, normalisation,
+classes and tensors_sha256 (`description_sha256`): an export of format_version 2 without
+`files` or `description_sha256` is refused as damaged (one of format_version 1, written
+before it recorded them, loads as before). Only then is it moved into place: the
 previous model.json is moved out first and the new one moved in last, so however the
 export is stopped, no model.json describes weights that are missing or not its own. A
 file of the other format left by an earlier export is removed, unless it holds the same
@@ -42,7 +45,8 @@ from .. import __version__
 from ..files import atomic_write, atomic_write_text, move, sweep, temp_dir, temp_file
 from ..data import CLASSES
 from ..errors import CifarlabError
-from .predict import EXPORT_CONFIG, WEIGHT_FILES, load_checkpoint, load_export, sha256_file
+from .predict import (EXPORT_CONFIG, EXPORT_FORMAT_VERSION, WEIGHT_FILES, description_sha256, load_checkpoint,
+                      load_export, sha256_file)
 from ..runfolder import read_summary
 
 FORMATS = ("onnx", "safetensors")
@@ -63,8 +67,9 @@ class ExportError(CifarlabError, RuntimeError):
 def describe(model, run_dir: Path) -> dict:
     """model.json: all that is needed to rebuild and feed the network without its run folder."""
     test_acc = read_summary(run_dir).get("test_acc") if (run_dir / "summary.json").is_file() else None
-    return {
-        "format": "cifarlab-model", "format_version": 1, "cifarlab": __version__, "torch": torch.__version__,
+    meta = {
+        "format": "cifarlab-model", "format_version": EXPORT_FORMAT_VERSION, "cifarlab": __version__,
+        "torch": torch.__version__,
         "config": model.config, "norm": model.norm, "classes": list(CLASSES),
         "input": {"name": "input", "shape": ["N", 3, 32, 32], "dtype": "float32", "layout": "NCHW, RGB",
                   "preprocess": "(pixels / 255 - mean) / std per channel; images resized to 32x32 with "
@@ -73,6 +78,8 @@ def describe(model, run_dir: Path) -> dict:
         "run": str(run_dir), "epoch": model.info.get("epoch"), "test_acc": test_acc,
         "tensors_sha256": tensors_sha256(model.net.state_dict()),
     }
+    meta["description_sha256"] = description_sha256(meta)  # config, norm, classes and tensors_sha256
+    return meta
 
 
 def tensors_sha256(state: dict) -> str:
@@ -232,9 +239,13 @@ def export_run(run_dir, fmt: str, out=None, data=None) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"cannot create the export folder {out_dir}: {e.strerror or e}") from None
-    # left by exports that were killed: build folders, and the temporaries of earlier versions
-    sweep(out_dir, ".export.*", ".model.*.onnx", ".model.*.tmp")
-    build = temp_dir(out_dir, "export")
+    try:
+        # left by exports that were killed: build folders, and the temporaries of earlier versions
+        sweep(out_dir, ".export.*", ".model.*.onnx", ".model.*.tmp")
+        build = temp_dir(out_dir, "export")
+    except OSError as e:  # a folder this user cannot write into (read-only, another's)
+        raise ExportError(f"cannot write into the export folder {out_dir}: {e.strerror or e}; give an --out "
+                          f"folder you can write to") from None
     try:
         if fmt == "onnx":
             built, _ = export_onnx(model, build, meta, xin, ref)

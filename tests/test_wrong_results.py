@@ -1,6 +1,8 @@
 """Wrong results never pass with exit status 0: a damaged checkpoint or normalisation, a diverged
 run, a damaged data cache. Each ends in one line naming what is wrong and exit status 2, and
 nothing is written (real files: the fixture run, real CIFAR-10)."""
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import torch
 
 import cifarlab
 from cifarlab import checkpoint, cli, data as D
+from cifarlab.inference.predict import ModelError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_v0_interrupted"
 
@@ -187,3 +190,63 @@ def test_checkpoints_with_and_without_a_digest_load(tmp_path):
     state = checkpoint.load(_resaved(tmp_path) / "checkpoint.pt")
     assert state[checkpoint.DIGEST] == checkpoint.tensors_sha256(state)
     assert checkpoint.DIGEST not in checkpoint.load(FIXTURE / "checkpoint.pt")  # older: none, loads as before
+
+
+# --- an export's model.json ----------------------------------------------------------------
+
+def _norm_std(meta):
+    meta["norm"]["std"] = [1e-4] * 3
+
+
+def _no_files(meta):
+    del meta["files"]
+
+
+def _no_description(meta):
+    del meta["description_sha256"]
+
+
+def _config_changed(meta):
+    meta["config"]["dense"] = meta["config"]["dense"] + 1
+
+
+def _future(meta):
+    meta["format_version"] = 99
+
+
+EXPORTS = [  # (change made to model.json, what the one line says)
+    (_norm_std, "differ from the description_sha256"),
+    (_no_files, "damaged: format_version 2 records files and description_sha256, and this one lacks files"),
+    (_no_description, "and this one lacks description_sha256"),
+    (_config_changed, "differ from the description_sha256"),
+    (_future, "format_version 99 is not one this cifarlab reads"),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "model"
+    assert cli.main(["export", str(FIXTURE), "--format", "safetensors", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("change,says", EXPORTS, ids=[c.__name__ for c, _ in EXPORTS])
+def test_an_export_whose_description_changed_is_refused(exported, tmp_path, change, says):
+    out = tmp_path / "model"
+    shutil.copytree(exported, out)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["format_version"] == 2 and cifarlab.load(out).norm == meta["norm"]  # as exported: it loads
+    change(meta)
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=re.escape(says)):
+        cifarlab.load(out)
+
+
+def test_an_export_older_than_its_digests_loads(exported, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(exported, out)
+    meta = json.loads((out / "model.json").read_text())
+    for k in ("files", "description_sha256", "format_version"):
+        del meta[k]
+    (out / "model.json").write_text(json.dumps(meta))
+    assert cifarlab.load(out).norm == meta["norm"]

@@ -33,6 +33,15 @@ SIZE = 32  # CIFAR-10 images are 32x32 pixels
 EXPORT_CONFIG = "model.json"  # the exported model's description, beside its weights
 WEIGHT_FILES = ("model.safetensors", "model.onnx")  # an export's weights, in the order a folder is loaded
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# model.json's format: 2 adds description_sha256 and requires it and `files`; 1 (or none) is an older
+# export, loaded as before without them.
+EXPORT_FORMAT_VERSION = 2
+DESCRIBED = ("config", "norm", "classes", "tensors_sha256")  # what description_sha256 covers
+
+
+def description_sha256(meta: dict) -> str:
+    """SHA-256 of what in model.json a prediction depends on besides the weights file (DESCRIBED)."""
+    return hashlib.sha256(json.dumps({k: meta.get(k) for k in DESCRIBED}, sort_keys=True).encode()).hexdigest()
 
 
 class ImageError(CifarlabError, ValueError):
@@ -263,7 +272,9 @@ def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Mo
 
 def load_checkpoint(path, device: str = "auto") -> Model:
     from .. import checkpoint
+    from ..config import from_saved
     state = checkpoint.read(path)  # map_location="cpu": GPU-written tensors land on the CPU
+    from_saved(state["config"], path)  # a bad saved config is an error naming the checkpoint
     try:
         net = checkpoint.model_from_checkpoint(state)
     except RuntimeError as e:  # weights that do not fit the network its config describes
@@ -381,6 +392,17 @@ def _read_meta(path: Path) -> dict:
             isinstance(v, dict) and isinstance(v.get("sha256"), str) and _SHA256.fullmatch(v["sha256"])
             for v in files.values())):
         raise ModelError(f"{path}: files must map each weights file to its sha256 (64 hex digits); {again}")
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EXPORT_FORMAT_VERSION:
+        raise ModelError(f"{path}: format_version {version!r} is not one this cifarlab reads (1 to "
+                         f"{EXPORT_FORMAT_VERSION}); use the cifarlab version that wrote it, or {again}")
+    if version >= 2:  # an export that records its digests: without them it is damaged, not older
+        if files is None or "description_sha256" not in meta:
+            raise ModelError(f"{path}: damaged: format_version {version} records files and description_sha256, "
+                             f"and this one lacks {'files' if files is None else 'description_sha256'}; {again}")
+        if meta["description_sha256"] != description_sha256(meta):
+            raise ModelError(f"{path}: damaged: its {', '.join(DESCRIBED[:3])} or tensors_sha256 differ from the "
+                             f"description_sha256 it was exported with; {again}")
     _meta_config(meta, path)
     return meta
 

@@ -186,3 +186,17 @@ def test_export_into_a_folder_that_cannot_be_written_is_one_line(study, tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
     assert _tree(tmp_path) == before and not Path("/sys/cifarlab-export").exists()
+
+
+@pytest.mark.slow
+def test_the_fix_a_damaged_summary_names_writes_it_again(study, tmp_path, capsys):
+    """Moving the damaged summary.json away and resuming, as its message says, writes it again."""
+    from cifarlab.runfolder import read_summary
+    s = _copy(study, tmp_path)
+    good = read_summary(s / RUN)
+    (s / RUN / "summary.json").write_bytes(b"{not json")
+    (s / RUN / "summary.json").rename(tmp_path / "damaged-summary.json")
+    assert _run(capsys, ["train", "--resume", "R"], s, tmp_path)[0] == 0
+    again = read_summary(s / RUN)
+    assert (again["seed"], again["epochs"], again["train_images"]) == (good["seed"], good["epochs"],
+                                                                       good["train_images"])

@@ -250,3 +250,19 @@ def test_an_export_older_than_its_digests_loads(exported, tmp_path):
         del meta[k]
     (out / "model.json").write_text(json.dumps(meta))
     assert cifarlab.load(out).norm == meta["norm"]
+
+
+# --- a diverged run in a study -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_study_marks_a_diverged_run_failed_with_the_reason(tmp_path, data_dir):
+    """lr=100 with l2=10 (real data): the run's losses become non-finite in its first epoch; the study's job
+    reports it failed, saying so, and no checkpoint of NaN weights is written."""
+    from cifarlab.study.jobs import Job, run_job
+    run = tmp_path / "run"
+    job = Job("vgg1", 0, ("widths=[8]", "dense=16", "subset=600", "val_split=100", "epochs=2", "lr=100", "l2=10"),
+              str(run), data_path=str(data_dir))
+    out = run_job(job)
+    assert out["status"] == "failed" and out["error"].startswith("Diverged: "), out
+    assert "the training loss became non-finite at epoch 1, step " in out["error"], out["error"]
+    assert not (run / "checkpoint.pt").exists() and not (run / "summary.json").exists()

@@ -266,3 +266,25 @@ def test_a_study_marks_a_diverged_run_failed_with_the_reason(tmp_path, data_dir)
     assert out["status"] == "failed" and out["error"].startswith("Diverged: "), out
     assert "the training loss became non-finite at epoch 1, step " in out["error"], out["error"]
     assert not (run / "checkpoint.pt").exists() and not (run / "summary.json").exists()
+
+
+# --- evaluate reads summary.json as the other verbs do -------------------------------------
+
+SUMMARIES = [  # (summary.json written into the run folder, what the one line says)
+    ('{"format_version": 99, "test_acc": 0.5}', "newer than this cifarlab reads"),
+    ('{"format_version": "1", "test_acc": 0.5}', "format version"),
+    ('{"test_acc": 0.5', "summary.json"),
+    ('[1, 2]', "summary.json"),
+]
+
+
+@pytest.mark.parametrize("text,says", SUMMARIES, ids=["future", "malformed_version", "invalid_json", "a_list"])
+def test_evaluate_refuses_a_summary_it_cannot_read(tmp_path, capsys, data_dir, text, says):
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    (run / "summary.json").write_text(text)
+    before = sorted(p.name for p in run.iterdir())
+    assert cli.main(["evaluate", str(run), "--data", str(data_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and says in err and "summary.json" in err and out == "", (out, err)
+    assert sorted(p.name for p in run.iterdir()) == before

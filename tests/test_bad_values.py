@@ -4,15 +4,20 @@ crashed after files were written, silent acceptance, hangs, messages).
 
 The table runs `cifarlab.cli.main` in this process; each case fails before any data is read.
 """
+import argparse
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from cifarlab import config
-from cifarlab.cli import main
+from cifarlab.cli import _interrupted, main
 from cifarlab.config import ConfigError, load_file, load_preset
 
 T = "train --preset vgg3 --out run".split()
@@ -187,3 +192,57 @@ def test_a_name_with_bytes_that_are_not_utf8_from_a_real_shell(tmp_path):
     err = r.stderr.decode("utf-8", "replace").strip().splitlines()
     assert r.returncode == 2 and len(err) == 1 and "not UTF-8 text" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run_v0_interrupted"
+
+
+@pytest.mark.parametrize("verb", [["predict", "{run}", str(FIXTURE_RUN / "curves.png")], ["evaluate", "{run}"],
+                                  ["train", "--resume", "{run}"],
+                                  ["export", "{run}", "--format", "safetensors", "--out", "{tmp}/e"]])
+def test_a_checkpoint_whose_saved_config_is_invalid_is_named(tmp_path, capsys, verb):
+    """A real checkpoint whose saved config was edited to lr=-1: every reader names the file."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE_RUN, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["config"]["lr"] = -1
+    torch.save(state, run / "checkpoint.pt")
+    before = _snapshot(tmp_path)
+    line = _one_line_refusal([a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in verb], capsys)
+    assert f"{run / 'checkpoint.pt'}: its saved config is not valid (lr=-1.0: must be" in line, line
+    # --resume takes the run folder's lock (an empty .lock, as every resume does) before reading its checkpoint
+    assert [f for f in _snapshot(tmp_path) if f != "run/.lock"] == before
+
+
+def test_the_hint_after_ctrl_c_before_the_run_started_repeats_the_whole_command(tmp_path, capsys):
+    """Stopped before config.yaml was written (while the data set downloads, say): nothing saved the
+    preset and overrides, so the hint is the command as typed, not a --resume that has nothing to read."""
+    typed = f"cifarlab train --preset vgg1 --out {tmp_path / 'run'} lr=0.02 epochs=3"
+    args = argparse.Namespace(verb="train", run_dir=str(tmp_path / "run"), resume=None, command_line=typed)
+    assert _interrupted(args) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"cifarlab train: interrupted; it stopped before the run started (nothing to resume): start " \
+                  f"it again with `{typed}`"
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_checkpoint_says_the_settings_are_kept(tmp_path, data_dir):
+    """A real run stopped by SIGINT after its config.yaml and before its first checkpoint: the hint
+    resumes it with the overrides it was given, and the resumed config has them."""
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "cifarlab", "train", "--preset", "vgg1", "--out", str(run),
+                          "--data", str(data_dir), "--quiet", "epochs=2", "lr=0.02"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "config.yaml").is_file():
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert not (run / "checkpoint.pt").exists()  # a whole epoch of 50,000 images did not fit in the wait
+    assert err.strip().splitlines()[-1] == (f"cifarlab train: interrupted; it resumes with `cifarlab train "
+                                            f"--resume {run}` (no checkpoint yet: from epoch 1, with the preset "
+                                            f"and overrides saved in its config.yaml)")
+    saved = load_file(run / "config.yaml")
+    assert (saved.name, saved.epochs, saved.lr) == ("vgg1", 2, 0.02)

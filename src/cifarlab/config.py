@@ -453,6 +453,18 @@ def _check_mapping(d, where: str) -> dict:
     return d
 
 
+def from_saved(d, where) -> Config:
+    """The config a run saved into a file (its checkpoint); one that is not a valid config is a
+    ConfigError naming that file."""
+    try:
+        if not isinstance(d, dict):
+            raise ConfigError(f"it holds a {type(d).__name__}, not key: value settings")
+        return from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: its saved config is not valid ({e}); the file was edited or damaged: "
+                          f"restore it from a copy, or train the run again") from None
+
+
 def load_preset(name: str, _chain: tuple = ()) -> Config:
     if name in _chain:
         raise ConfigError(f"preset {_chain[0]!r}: its bases form a cycle ({' -> '.join(_chain + (name,))}); "

@@ -33,7 +33,7 @@ import yaml
 
 from . import __version__, checkpoint, distributed, runfolder, runtime, tensorboard
 from .augment import alternating_flip_mask
-from .config import Config, ConfigError, differences, from_dict, read_yaml, to_dict
+from .config import Config, ConfigError, differences, from_dict, from_saved, read_yaml, to_dict
 from .data import CLASSES
 from .engine import (Data, Totals, arithmetic_name, build_training, device_name, evaluate, grad_scaler, make_batch,
                      pick_device, prepare_data, setup_threads, train_step, use_arithmetic)
@@ -203,7 +203,7 @@ def _resume_state(cfg: Config | None, run_dir: Path):
     state = None
     if (run_dir / "checkpoint.pt").is_file():
         state = checkpoint.read(run_dir / "checkpoint.pt")
-        saved = from_dict(state["config"])
+        saved = from_saved(state["config"], run_dir / "checkpoint.pt")
         if on_disk is not None:
             _same_config(on_disk, saved, "config.yaml", "the checkpoint",
                          f"{run_dir}/config.yaml was changed after the run started", edited)

@@ -104,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(args) -> int:
     run = getattr(args, "run_dir", None)
-    hint = (f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`"
-            if run and (Path(run) / "config.yaml").is_file() else "")
+    hint = ""
+    if run and (Path(run) / "config.yaml").is_file():  # its settings are saved: --resume keeps them
+        first = "" if (Path(run) / "checkpoint.pt").is_file() else \
+            " (no checkpoint yet: from epoch 1, with the preset and overrides saved in its config.yaml)"
+        hint = f"; it resumes with `cifarlab train --resume {shlex.quote(str(run))}`{first}"
+    elif run and not getattr(args, "resume", None):  # stopped before the run began: nothing to resume
+        hint = f"; it stopped before the run started (nothing to resume): start it again with `{args.command_line}`"
     print(f"\ncifarlab {args.verb}: interrupted{hint}", file=sys.stderr)
     return 130
 

@@ -128,6 +128,9 @@ def test_sync_bn_on_a_machine_without_gpus_is_refused(folder, capsys):
     line = _one_line_refusal(["train", "--preset", "vgg3", "sync_bn=true", "--out", "run"], capsys)
     assert "sync_bn=true needs GPUs" in line and "no GPU" in line
     assert _snapshot(folder) == before
+    line = _one_line_refusal(["study", "--only", "vgg1", "--out", "s", "sync_bn=true"], capsys)
+    assert "sync_bn=true needs GPUs" in line and "no GPU" in line
+    assert _snapshot(folder) == before
 
 
 def test_an_unknown_option_still_names_itself(folder, capsys):

@@ -60,6 +60,7 @@ def cmd_study(args) -> int:
     if args.only is not None and not only:
         raise UsageError(f"--only {args.only!r} names no preset; give comma-separated presets (vgg1,vgg3) or "
                          f"leave --only out to run all of them")
+    _check_sync_bn(overrides, args.backend)
     try:
         stop_after = parse_duration(args.stop_after) if args.stop_after is not None else None
     except ValueError as e:
@@ -90,6 +91,22 @@ def cmd_study(args) -> int:
     if any(r["status"] == "deferred" for r in results):
         print("cifarlab study: runs begun in bf16 are left for a machine with native bf16 (listed above)")
     return 1 if any(r["status"] in PROBLEMS for r in results) else 0
+
+
+def _check_sync_bn(overrides: list[str], backend: str) -> None:
+    """sync_bn=true for runs on this machine, which has no GPU: refused before the study folder is made
+    (device=cpu is refused by the config's own check; a Ray cluster's GPUs are elsewhere)."""
+    from ..config import ConfigError, parse_overrides
+    try:
+        given = parse_overrides(overrides)
+    except ConfigError:
+        return  # named, as before, where the runs' configs are resolved
+    if backend != "local" or given.get("sync_bn") is not True or given.get("device", "auto") != "auto":
+        return
+    import torch
+    if not torch.cuda.is_available():
+        raise UsageError("sync_bn=true needs GPUs: torch's SyncBatchNorm does not run on the CPU, and this "
+                         "machine has no GPU; use sync_bn=false")
 
 
 DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}

@@ -157,7 +157,7 @@ def test_evaluate_writes_its_files_and_matches_the_run(run):
     r = cli("evaluate", run, "--tta")
     assert r.returncode == 0, r.stderr
     tta = json.loads((run / "evaluation_tta.json").read_text())
-    assert tta["tta"] is True and tta["test_acc"] > 0.25 and tta["test_acc"] != result["test_acc"]
+    assert tta["tta"] == 1 and tta["test_acc"] > 0.25 and tta["test_acc"] != result["test_acc"]
     assert (run / "confusion_tta.png").is_file()
     assert json.loads((run / "evaluation.json").read_text()) == result  # the plain results are kept
 
@@ -356,3 +356,30 @@ def test_an_export_without_onnxscript_says_so_and_writes_nothing(two_runs, tmp_p
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "missing: onnxscript" in err, err
     assert cifarlab.load(exp, "cpu").info["epoch"] == 1  # still the first run's export, whole
+
+
+@pytest.mark.slow
+def test_test_time_augmentation_is_one_level_everywhere(tmp_path, capsys):
+    """tta is a level (0, 1, 2) in training, evaluation and prediction alike: `evaluate --tta` on a run
+    trained and tested with tta=2 measures level 2 (the run's own, so its summary's accuracy again), and
+    --tta-level 1 the mirror alone, each into its own files; the Python API takes the same levels."""
+    from cifarlab.cli import main
+    from cifarlab.config import apply_overrides, load_preset
+    from cifarlab.inference.predict import ModelError, load
+    from cifarlab.train import train
+    run = tmp_path / "run"
+    cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=1000", "epochs=1", "tta=2"])
+    summary = train(cfg, run, progress=False, log=lambda *a: None)
+    assert main(["evaluate", str(run), "--tta"]) == 0
+    out = capsys.readouterr().out
+    two = json.loads((run / "evaluation_tta2.json").read_text())
+    assert two["tta"] == 2 and "TTA level 2" in out
+    assert two["test_acc"] == pytest.approx(summary["test_acc"], abs=3e-4)  # measured as the run measured it
+    assert f"(summary.json: {summary['test_acc']:.4f})" in out
+    assert main(["evaluate", str(run), "--tta-level", "1"]) == 0
+    one = json.loads((run / "evaluation_tta.json").read_text())
+    assert one["tta"] == 1 and "summary.json" not in capsys.readouterr().out  # another level: not compared
+    model = load(run)
+    assert model.evaluate(tta=2)["test_acc"] == two["test_acc"] and model.evaluate(tta=True)["tta"] == 1
+    with pytest.raises(ModelError, match="tta=3: a level"):
+        model.logits(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), tta=3)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..inference.evaluate import evaluate_model, write_evaluation
+from ..inference.evaluate import TTA_NAMES, evaluate_model, write_evaluation
 from ..runfolder import read_summary
 from .common import add_data, add_device
 
@@ -14,10 +14,13 @@ def add_parser(sub, help: str) -> None:
     p = sub.add_parser("evaluate", help=help,
                        description="Evaluate a run's checkpoint on the 10,000 CIFAR-10 test images and write "
                                    "evaluation.json and confusion.png into the run folder (with --tta: "
-                                   "evaluation_tta.json and confusion_tta.png).")
+                                   "evaluation_tta.json and confusion_tta.png, _tta2 at level 2).")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation: average the probabilities "
-                                                     "of each image and its mirror")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation at the run's own level (its tta; the mirror where it had none)")
+    p.add_argument("--tta-level", type=int, choices=(1, 2), metavar="{1,2}",
+                   help="test-time augmentation at this level: 1 averages each image with its mirror, 2 also "
+                        "with one-pixel shifts")
     add_data(p)
     add_device(p)
     p.set_defaults(func=cmd_evaluate)
@@ -30,22 +33,23 @@ def cmd_evaluate(args) -> int:
                          f"from Python: cifarlab.load(PATH).evaluate())")
     # a damaged summary.json is refused before any work (what it reports is printed beside the result)
     summary = read_summary(run) if (run / "summary.json").is_file() else None
-    from ..inference.predict import load_checkpoint
+    from ..inference.predict import load_checkpoint, own_tta
     model = load_checkpoint(run / "checkpoint.pt", args.device)
-    r = evaluate_model(model, tta=args.tta, data=args.data)
+    tta = args.tta_level or (own_tta(model) if args.tta else 0)
+    r = evaluate_model(model, tta=tta, data=args.data)
     print(f"{run}: checkpoint of epoch {r['epoch']}, {r['images']:,} test images, {r['device']}"
-          + (", flip TTA" if args.tta else ""))
+          + (f", {TTA_NAMES[tta]}" if tta else ""))
     print(f"{'class':<12} {'accuracy':>8}")
     for name, acc in r["per_class_acc"].items():
         print(f"{name:<12} {acc:>8.4f}")
     line = f"test accuracy {r['test_acc']:.4f}  test loss {r['test_loss']:.4f}"
-    if summary is not None and not args.tta:
+    if summary is not None and tta == int(model.config.get("tta") or 0):  # measured as the run measured it
         reported = summary["test_acc"]
         line += (f"  (summary.json: {reported:.4f})" if reported is not None else
                  "  (summary.json has none: the run was trained with test=false)")
     print(line)
     try:
-        files = write_evaluation(run, r, model.config.get("name"), args.tta)
+        files = write_evaluation(run, r, model.config.get("name"), tta)
     except OSError as e:  # a read-only run folder: the results above are all there is
         print(f"cifarlab evaluate: warning: could not write the results into {run} "
               f"({e.strerror or e}); they are printed above only", file=sys.stderr)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import CLASSES
 from ..errors import UsageError
-from ..inference.predict import ImageError, ModelError, prediction, load, load_image
+from ..inference.predict import ImageError, ModelError, load, load_image, own_tta, prediction
 from .common import add_device
 
 
@@ -25,7 +25,11 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", "-k", type=int, default=3, help="how many classes to show (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation at the model's own level (its run's tta; the mirror where it had none)")
+    p.add_argument("--tta-level", type=int, choices=(1, 2), metavar="{1,2}",
+                   help="test-time augmentation at this level: 1 averages with the mirrored image, 2 also with "
+                        "one-pixel shifts")
     add_device(p)
     p.set_defaults(func=cmd_predict)
 
@@ -39,6 +43,7 @@ def cmd_predict(args) -> int:
         model = load(args.model, args.device)
     except ModelError as e:
         raise UsageError(str(e)) from None
+    tta = args.tta_level or (own_tta(model) if args.tta else 0)
     arrays, names, errors = [], [], []
     for path in args.images:  # read each on its own, so one bad file spoils nothing else
         try:
@@ -49,7 +54,7 @@ def cmd_predict(args) -> int:
             print(f"cifarlab predict: error: {e}", file=sys.stderr)
     results = []
     if arrays:
-        probs = model.probs(np.stack(arrays), tta=args.tta)
+        probs = model.probs(np.stack(arrays), tta=tta)
         results = [prediction(n, p, args.top, model.classes) for n, p in zip(names, probs)]
     if args.json:
         print(json.dumps({"model": str(args.model), "predictions": [r.as_dict() for r in results],

@@ -25,12 +25,14 @@ from ..data import CLASSES
 from ..metrics import confusion_matrix, per_class_accuracy
 
 
-def evaluate_model(model, tta: bool = False, data=None) -> dict:
+def evaluate_model(model, tta: int = 0, data=None) -> dict:
     """Test-set results of a cifarlab.inference.predict.Model; `data` is a --data path or a loaded CIFAR10."""
     from ..data import CIFAR10, load_cifar10
     ds = data if isinstance(data, CIFAR10) else load_cifar10(data)
     x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
     t0 = time.perf_counter()
+    from .predict import tta_level
+    tta = tta_level(tta)
     logits = model.logits(x, batch_size=model.config.get("eval_batch_size", 1000), tta=tta)
     seconds = time.perf_counter() - t0
     pred = logits.argmax(1)
@@ -50,13 +52,21 @@ def evaluate_model(model, tta: bool = False, data=None) -> dict:
     }
 
 
-def write_evaluation(run_dir, result: dict, name, tta: bool = False) -> list[Path]:
-    """evaluation[_tta].json and confusion[_tta].png in the run folder."""
+TTA_NAMES = {0: "", 1: "flip TTA", 2: "TTA level 2: flips and one-pixel shifts"}
+
+
+def tta_suffix(tta: int) -> str:
+    """The files' suffix of an evaluation at a TTA level: none, _tta (the mirror), _tta2."""
+    return {0: "", 1: "_tta"}.get(int(tta), f"_tta{int(tta)}")
+
+
+def write_evaluation(run_dir, result: dict, name, tta: int = 0) -> list[Path]:
+    """evaluation[_tta|_tta2].json and confusion[_tta|_tta2].png in the run folder."""
     from ..checkpoint import atomic_write_text
     run_dir = Path(run_dir)
-    suffix = "_tta" if tta else ""
+    suffix = tta_suffix(tta)
     files = [run_dir / f"evaluation{suffix}.json", run_dir / f"confusion{suffix}.png"]
     atomic_write_text(files[0], json.dumps(result, indent=2))
-    title = f"{name}: test accuracy {result['test_acc']:.4f}" + (" (flip TTA)" if tta else "")
+    title = f"{name}: test accuracy {result['test_acc']:.4f}" + (f" ({TTA_NAMES[int(tta)]})" if tta else "")
     plots.confusion(result["confusion"], CLASSES, files[1], title)
     return files

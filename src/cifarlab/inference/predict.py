@@ -174,11 +174,12 @@ class Model:
     def norm(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
-    def logits(self, x: torch.Tensor, batch_size: int = 1000, tta: bool = False) -> torch.Tensor:
-        """Logits (float32, CPU) of a uint8 batch (N, 3, 32, 32); with tta, the log of the
-        mean of the plain and mirrored views' probabilities, as engine.evaluate computes it.
-        Outputs that are not finite (damaged weights, a diverged run) are a ModelError, not a prediction."""
-        out = self._logits(x, batch_size, tta)
+    def logits(self, x: torch.Tensor, batch_size: int = 1000, tta: int = 0) -> torch.Tensor:
+        """Logits (float32, CPU) of a uint8 batch (N, 3, 32, 32); with `tta` (a level, as training's:
+        0 none, 1 with the mirror, 2 also one-pixel shifts; see augment.tta_views), the log of the
+        weighted mean of the views' probabilities, as engine.evaluate computes it. Outputs that are not
+        finite (damaged weights, a diverged run) are a ModelError, not a prediction."""
+        out = self._logits(x, batch_size, tta_level(tta))
         bad = int((~torch.isfinite(out).all(1)).sum())
         if bad:
             raise ModelError(f"{self.source}: the network's outputs are not finite (NaN or infinite) for {bad:,} "
@@ -186,7 +187,7 @@ class Model:
                              f"run diverged; use another checkpoint or train the run again")
         return out
 
-    def _logits(self, x: torch.Tensor, batch_size: int, tta: bool) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor, batch_size: int, tta: int) -> torch.Tensor:
         if self.backend == "torch":
             from ..engine import evaluate
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
@@ -201,14 +202,14 @@ class Model:
     def _run_onnx(self, xb: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.session.get_inputs()[0].name: xb.astype(np.float32)})[0]
 
-    def probs(self, x, tta: bool = False) -> np.ndarray:
+    def probs(self, x, tta: int = 0) -> np.ndarray:
         """Class probabilities (N, 10) of images in any form `as_batch` accepts."""
         batch, _ = as_batch(x)
         if len(batch) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         return self.logits(batch, tta=tta).softmax(1).numpy()
 
-    def predict(self, x, top: int = 3, tta: bool = False) -> list[Prediction]:
+    def predict(self, x, top: int = 3, tta: int = 0) -> list[Prediction]:
         """One Prediction per image, with the `top` most likely classes."""
         batch, names = as_batch(x)
         if len(batch) == 0:
@@ -216,10 +217,25 @@ class Model:
         p = self.logits(batch, tta=tta).softmax(1).numpy()
         return [prediction(n, row, top, self.classes) for n, row in zip(names, p)]
 
-    def evaluate(self, tta: bool = False, data=None) -> dict:
+    def evaluate(self, tta: int = 0, data=None) -> dict:
         """Accuracy and loss on the CIFAR-10 test set, per class and as a confusion matrix."""
         from .evaluate import evaluate_model
         return evaluate_model(self, tta=tta, data=data)
+
+
+TTA_LEVELS = (0, 1, 2)
+
+
+def tta_level(tta) -> int:
+    """A test-time augmentation level as training's `tta` is (0, 1, 2); True (the mirror) is 1."""
+    if isinstance(tta, bool) or (isinstance(tta, int) and tta in TTA_LEVELS):
+        return int(tta)
+    raise ModelError(f"tta={tta!r}: a level, 0 (none), 1 (with the mirror) or 2 (also one-pixel shifts)")
+
+
+def own_tta(model) -> int:
+    """The level the model's run tested with (its config's tta), 1 (the mirror) where it used none."""
+    return int(model.config.get("tta") or 0) or 1
 
 
 def prediction(name: str, p: np.ndarray, k: int, classes) -> Prediction:

@@ -117,6 +117,16 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator, shift_frac: 
 
 # --- test-time augmentation ------------------------------------------------------------
 
+TTA_LEVELS = (0, 1, 2)
+
+
+def tta_level(tta) -> int:
+    """A test-time augmentation level as training's `tta` is (0, 1, 2); True (the mirror) is 1."""
+    if isinstance(tta, bool) or (isinstance(tta, int) and tta in TTA_LEVELS):
+        return int(tta)
+    raise ValueError(f"tta={tta!r}: a level, 0 (none), 1 (with the mirror) or 2 (also one-pixel shifts)")
+
+
 def tta_views(xb: torch.Tensor, level: int) -> list[tuple[float, torch.Tensor]]:
     """(weight, view) pairs: level 0 the batch; 1 and its mirror; 2 also the batch moved one pixel
     down-right and one pixel up-left (reflect padding), with their mirrors. Weights sum to 1; the

@@ -31,9 +31,8 @@ def evaluate_model(model, tta: int = 0, data=None) -> dict:
     ds = data if isinstance(data, CIFAR10) else load_cifar10(data)
     x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
     t0 = time.perf_counter()
-    from .predict import tta_level
-    tta = tta_level(tta)
-    logits = model.logits(x, batch_size=model.config.get("eval_batch_size", 1000), tta=tta)
+    logits = model.logits(x, batch_size=model.config.get("eval_batch_size", 1000), tta=tta)  # checks the level
+    tta = int(tta)
     seconds = time.perf_counter() - t0
     pred = logits.argmax(1)
     confusion = confusion_matrix(y, pred)

@@ -16,9 +16,11 @@ model.json records for them before they are loaded.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..augment import normalize, tta_logits
+from ..augment import tta_level as augment_tta_level
 from ..data import CLASSES
 from ..errors import CifarlabError
 
@@ -64,18 +68,38 @@ def load_image(path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()  # Pillow decodes lazily: a truncated file fails here, not at open()
-            return _to_array(img)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # Pillow decodes lazily: a truncated file fails here, not at open()
+                out = _to_array(img)
+        for w in caught:  # one line of ours, not Pillow's raw warning lines
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                print(f"cifarlab: warning: {path}: a very large image ({img.width}x{img.height}, "
+                      f"{img.width * img.height:,} pixels, over Pillow's {Image.MAX_IMAGE_PIXELS:,}); "
+                      f"it was read and shrunk to {SIZE}x{SIZE}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return out
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image file") from None
+    except PermissionError as e:
+        raise ImageError(f"{path}: cannot be read: permission denied ({e.strerror}); "
+                         "give read access to the file or copy it somewhere readable") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image (Pillow cannot identify its format)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{path}: refused, too many pixels ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:  # damaged data: Pillow raises all three
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError(f"{path}: is a symbolic link that loops (too many levels of links); "
+                             "point it at a real image file") from None
+        if e.errno is not None:  # the system's error reading the file, not Pillow's decoding
+            raise ImageError(f"{path}: cannot be read: {e.strerror or e}") from None
+        raise ImageError(f"{path}: damaged or truncated image ({e})") from None
+    except (SyntaxError, ValueError) as e:  # damaged data: Pillow raises these too
         raise ImageError(f"{path}: damaged or truncated image ({e})") from None
 
 
@@ -193,7 +217,6 @@ class Model:
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
             return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
                             batch_size, self.config.get("channels_last", True), None, tta)["logits"]
-        from ..augment import normalize, tta_logits
         onnx = lambda v: torch.from_numpy(self._run_onnx(v.contiguous().numpy()))  # noqa: E731
         out = [tta_logits(onnx, normalize(x[i:i + batch_size], self.mean, self.std), tta)
                for i in range(0, len(x), batch_size)]
@@ -223,14 +246,12 @@ class Model:
         return evaluate_model(self, tta=tta, data=data)
 
 
-TTA_LEVELS = (0, 1, 2)
-
-
 def tta_level(tta) -> int:
-    """A test-time augmentation level as training's `tta` is (0, 1, 2); True (the mirror) is 1."""
-    if isinstance(tta, bool) or (isinstance(tta, int) and tta in TTA_LEVELS):
-        return int(tta)
-    raise ModelError(f"tta={tta!r}: a level, 0 (none), 1 (with the mirror) or 2 (also one-pixel shifts)")
+    """augment.tta_level, a bad level being a ModelError (one line)."""
+    try:
+        return augment_tta_level(tta)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
 
 
 def own_tta(model) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import interrupt, runtime
 from ..errors import CifarlabError
+from .common import check_data
 
 # verb -> its one-line help; the verb's parser and function are in cifarlab.cli.<verb>
 COMMANDS = {
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "cifarlab " + shlex.join(typed)
     previous = interrupt.install()  # Ctrl-C told apart from an error it turns into (interrupt.py)
     try:
+        check_data(getattr(args, "data", None))
         return args.func(args) or 0
     except KeyboardInterrupt:
         return _interrupted(args)

@@ -184,6 +184,8 @@ def test_a_damaged_export_is_one_line(finished, tmp_path):
     unlisted = json.loads(meta)
     assert unlisted.pop("files") == {"model.safetensors": {"sha256": hashlib.sha256(weights).hexdigest(),
                                                           "bytes": len(weights)}}
+    unlisted.pop("description_sha256")
+    unlisted["format_version"] = 1
     (out / "model.json").write_text(json.dumps(unlisted))
     p = cli("predict", out, tmp_path / "none.png")
     assert p.returncode == 2

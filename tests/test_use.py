@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +137,16 @@ def test_api_names_the_bad_file(model, files, tmp_path):
     for bad in (truncated, text):
         with pytest.raises(ImageError, match=str(bad)):
             model.predict([files[0][0], bad])
+
+
+def test_load_gives_a_classifier_the_package_names():
+    # cifarlab.Classifier, not the network's models.base.Model: one name for each
+    run = Path(__file__).parent / "fixtures" / "run_v0_interrupted"
+    m = cifarlab.load(run, "cpu")
+    assert type(m) is cifarlab.Classifier and "Classifier" in dir(cifarlab) and "Model" not in dir(cifarlab)
+    assert repr(m) == f"cifarlab.Classifier('vgg1' from {run / 'checkpoint.pt'}, torch, cpu)"
+    with pytest.raises(AttributeError, match="no attribute 'Model'"):
+        cifarlab.Model  # noqa: B018 (the access is the test)
 
 
 @pytest.mark.slow

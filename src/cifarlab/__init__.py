@@ -14,7 +14,7 @@ applies (OpenMP waiting, malloc) are in `cifarlab.runtime`, with their opt-outs.
 __version__ = "0.1.0"
 
 # Loaded on first use, so `import cifarlab` stays quick and torch-free.
-_LAZY = {"load": "inference.predict", "load_image": "inference.predict", "Model": "inference.predict",
+_LAZY = {"load": "inference.predict", "load_image": "inference.predict", "Classifier": "inference.predict",
          "Prediction": "inference.predict"}
 
 

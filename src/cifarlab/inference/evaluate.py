@@ -26,7 +26,7 @@ from ..metrics import confusion_matrix, per_class_accuracy
 
 
 def evaluate_model(model, tta: int = 0, data=None) -> dict:
-    """Test-set results of a cifarlab.inference.predict.Model; `data` is a --data path or a loaded CIFAR10."""
+    """Test-set results of a cifarlab.Classifier; `data` is a --data path or a loaded CIFAR10."""
     from ..data import CIFAR10, load_cifar10
     ds = data if isinstance(data, CIFAR10) else load_cifar10(data)
     x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)

@@ -172,7 +172,7 @@ class Prediction:
         return f"Prediction({self.source}: " + ", ".join(f"{c} {p:.2f}" for c, p in self.top) + ")"
 
 
-class Model:
+class Classifier:
     """A trained network with its normalisation, on one backend: torch or onnxruntime."""
 
     def __init__(self, config: dict, norm: dict, net=None, session=None, device="cpu", source="",
@@ -192,7 +192,7 @@ class Model:
         self.info = info or {}  # where it came from: run folder, epoch, test accuracy
 
     def __repr__(self) -> str:
-        return f"cifarlab.Model({self.config.get('name')!r} from {self.source}, {self.backend}, {self.device})"
+        return f"cifarlab.Classifier({self.config.get('name')!r} from {self.source}, {self.backend}, {self.device})"
 
     @property
     def norm(self) -> dict:
@@ -266,7 +266,7 @@ def prediction(name: str, p: np.ndarray, k: int, classes) -> Prediction:
 
 # --- loading ----------------------------------------------------------------------------
 
-def load(path, device: str = "auto") -> Model:
+def load(path, device: str = "auto") -> Classifier:
     """A run folder (its checkpoint.pt), a checkpoint file, an export folder, or an exported
     model.safetensors / model.onnx with its model.json beside it."""
     path = Path(path)
@@ -307,7 +307,7 @@ def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Mo
     return net.eval(), dev
 
 
-def load_checkpoint(path, device: str = "auto") -> Model:
+def load_checkpoint(path, device: str = "auto") -> Classifier:
     from .. import checkpoint
     from ..config import from_saved
     state = checkpoint.read(path)  # map_location="cpu": GPU-written tensors land on the CPU
@@ -320,7 +320,7 @@ def load_checkpoint(path, device: str = "auto") -> Model:
     net, dev = _place(net, state["config"], device)
     norm = state.get("norm") or _summary_norm(Path(path).parent) or _scale_norm(state["config"], path)
     info = {"run": str(Path(path).parent), "epoch": state.get("epoch"), "epochs": state["config"].get("epochs")}
-    return Model(state["config"], norm, net=net, device=dev, source=path, info=info)
+    return Classifier(state["config"], norm, net=net, device=dev, source=path, info=info)
 
 
 def _summary_norm(run_dir: Path) -> dict | None:
@@ -334,7 +334,7 @@ def _scale_norm(config: dict, path) -> dict:
     return {"mean": [0.0] * 3, "std": [1.0] * 3}  # pixels / 255
 
 
-def load_export(path, device: str = "auto") -> Model:
+def load_export(path, device: str = "auto") -> Classifier:
     """model.safetensors (torch) or model.onnx (onnxruntime), described by model.json beside it."""
     path = Path(path)
     meta_path = path.with_name(EXPORT_CONFIG)
@@ -356,7 +356,7 @@ def load_export(path, device: str = "auto") -> Model:
         except Exception as e:  # onnxruntime's own InvalidProtobuf, Fail, ...
             raise ModelError(f"{path}: not a readable ONNX model, truncated or damaged "
                              f"({_first_line(e)}); {again}") from None
-        return Model(meta["config"], meta["norm"], session=session, device="cpu", source=path, info=info)
+        return Classifier(meta["config"], meta["norm"], session=session, device="cpu", source=path, info=info)
     try:
         from safetensors.torch import load as load_bytes, load_file
     except ImportError:
@@ -371,7 +371,7 @@ def load_export(path, device: str = "auto") -> Model:
                          f"the file is truncated, damaged or from another model ({_first_line(e)}); "
                          f"{again}") from None
     net, dev = _place(net, meta["config"], device)
-    return Model(meta["config"], meta["norm"], net=net, device=dev, source=path, info=info)
+    return Classifier(meta["config"], meta["norm"], net=net, device=dev, source=path, info=info)
 
 
 def sha256_file(path) -> str:

@@ -84,7 +84,7 @@ def test_each_group_is_tested_against_the_first(comparison, small_study):
                                                                                    - np.mean(accs(d[0:2])))
     assert "dropout=0.2 (vs 0.0)" in comps[0]["claim"]
     # the same runs in the study report give the same test (dropout against vgg3)
-    from cifarlab.study.report import collect
+    from cifarlab.reporting.report import collect
     study = next(c for c in collect(small_study["dir"], figures=False)["comparisons"]
                  if (c["a"], c["b"]) == ("dropout", "vgg3"))
     assert study["p"] == pytest.approx(comps[0]["p"]) and study["ci"] == pytest.approx(comps[0]["ci"])
@@ -120,7 +120,7 @@ def test_a_margin_of_equivalence_calls_each_group_equivalent_or_not(comparison, 
 def test_groups_from_different_devices_say_so(comparison, tmp_path):
     """Times measure the machine as much as the settings: where the groups ran on different
     devices, the Groups table names each one and a note says the times do not compare."""
-    from cifarlab.study.compare import devices_note
+    from cifarlab.reporting.compare import devices_note
     assert devices_note(comparison["json"]) is None and "ran on different devices" not in comparison["md"]
     d = comparison["dirs"]
     elsewhere = []
@@ -142,7 +142,7 @@ def test_groups_from_different_devices_say_so(comparison, tmp_path):
     groups = md.split("## Groups", 1)[1].split("##", 1)[0]
     rows = [line for line in groups.splitlines() if line.startswith("| vgg3") or line.startswith("| dropout")]
     assert len(rows) == 2 and "NVIDIA H200" in rows[1] and "NVIDIA H200" not in rows[0]
-    from cifarlab.study.report import _short_device
+    from cifarlab.reporting.report import _short_device
     assert _short_device(here) in rows[0]
 
 
@@ -222,7 +222,7 @@ def test_groups_of_one_network_that_share_seeds_are_paired_by_seed(tmp_path):
     assert f"| 0, 1, 2 | {by_seed} | {mean:+.2f} | [{mean - half:+.2f}, {mean + half:+.2f}] | {t:.2f} | 2 |" in md
     assert f"<td>{by_seed}</td>" in html.replace('<td class="text">', "<td>")
     # ±0.3: the paired interval reaches beyond it
-    from cifarlab.study.compare import collect, stats_table
+    from cifarlab.reporting.compare import collect, stats_table
     rep = collect([*fp32, *bf16], tmp_path / "x", figures=False, within=0.3)
     assert rep["comparisons"][0]["equivalent"] is False
     assert stats_table(rep)[1][0][-1] == f"not shown equivalent: the paired interval reaches {mean - half:+.2f}, " \

@@ -123,7 +123,7 @@ def test_hostile_checkpoint_runs_nothing(twin, image, tmp_path, capsys):
     from cifarlab.study.jobs import Job, run_job
     r = run_job(Job("vgg1", 0, tuple(TINY), str(run)))
     assert r["status"] == "failed" and "refused to load" in r["error"]
-    from cifarlab.study.report import best_run_analysis
+    from cifarlab.reporting.report import best_run_analysis
     with pytest.raises(checkpoint.CheckpointError, match="refused to load"):
         best_run_analysis({"dir": run, "summary": {}})
     # and in a fresh process, as a user would meet it

@@ -94,7 +94,7 @@ def test_statistics_start_with_the_studys_claims(report):
 
 
 def test_groups_without_spread_give_a_verdict_and_plain_json():
-    from cifarlab.study.report import welch
+    from cifarlab.reporting.report import welch
     same = welch([74.0, 74.0], [74.0, 74.0])
     apart = welch([75.0, 75.0], [74.0, 74.0])
     assert (same["p"], apart["p"], apart["diff"], apart["ci"]) == (1.0, 0.0, 1.0, (1.0, 1.0))
@@ -125,7 +125,7 @@ def test_figures_are_embedded_and_the_best_run_is_measured(report):
     assert np.trace(m) / 10_000 == pytest.approx(runs[top]["test_acc"], abs=3e-4)  # its own summary
     assert best["per_class"]["cat"] == pytest.approx(m[3, 3] / 1000)
     # as the run's summary.json recorded it at the end of training, and measured again from its checkpoint
-    from cifarlab.study.report import best_run_analysis, load_run
+    from cifarlab.reporting.report import best_run_analysis, load_run
     run = load_run(report["dir"] / "runs" / top)
     assert best["source"] == "summary.json" and best["matrix"] == run["summary"]["test_confusion"]["matrix"]
     del run["summary"]["test_confusion"]
@@ -139,7 +139,7 @@ def test_a_best_run_measured_from_its_checkpoint_sees_the_test_set_as_its_summar
     """A run tested with test-time augmentation (fast94's tta=2) and recorded before summaries kept
     the confusion matrix: measured again from its checkpoint, with the same views."""
     from cifarlab.config import apply_overrides, load_preset
-    from cifarlab.study.report import best_run_analysis, load_run
+    from cifarlab.reporting.report import best_run_analysis, load_run
     from cifarlab.train import train
     cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=1000", "epochs=1", "tta=2"])
     train(cfg, tmp_path / "runs" / "vgg1" / "seed0", progress=False, log=lambda *a: None)
@@ -157,7 +157,7 @@ def test_a_best_run_measured_from_its_checkpoint_computes_in_the_runs_arithmetic
     (as for a record without the confusion matrix), in bf16 and those batches, it gives the very matrix its
     summary kept, on this machine."""
     from cifarlab.config import apply_overrides, load_preset
-    from cifarlab.study.report import best_run_analysis, load_run
+    from cifarlab.reporting.report import best_run_analysis, load_run
     from cifarlab.train import train
     cfg = apply_overrides(load_preset("vgg1"), ["widths=[8]", "dense=16", "subset=1000", "epochs=1", "amp=bf16",
                                                 "eval_batch_size=256"])
@@ -320,7 +320,7 @@ def test_a_best_run_that_cannot_be_analysed_leaves_the_rest_and_says_why(report,
     md = (study / "report.md").read_text()
     assert "## Best run" not in md and f"Best run not analysed:\n\n```text\n{rep['best_error']}\n```" in md
     # a message of several lines (a data set not found lists where it looked) stays one block
-    from cifarlab.study.report import render_html, render_md
+    from cifarlab.reporting.report import render_html, render_md
     rep["best_error"] = "runs/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand"
     md = render_md(rep)
     assert "```text\nruns/vgg3/seed0: CIFAR-10 not found. Looked in:\n  - /nowhere\nSupply it by hand\n```" in md
@@ -357,7 +357,7 @@ def test_better_runs_that_cannot_be_analysed_are_passed_over_and_named(report, t
     assert (study / "report_files" / "best-confusion.png").is_file()
 
     # with the test set the second is measured from its checkpoint; only the first is passed over
-    from cifarlab.study.report import collect
+    from cifarlab.reporting.report import collect
     b = collect(study)["best"]
     assert (b["name"], b["source"], b["rank"]) == (second, "checkpoint.pt", 2)
     assert [x["name"] for x in b["passed_over"]] == [first]
@@ -387,7 +387,7 @@ def test_a_run_computed_in_two_arithmetics_is_no_protocol_row_unless_its_folder_
     """A run begun in bf16 and finished in fp32 (as older versions continued it on a machine without
     bf16) measures neither arithmetic: it stays out of the table, said as such in the report and the
     README, until a note in its folder admits it; then its row says the mix."""
-    from cifarlab.study.report import MIXED_LINE, MIXED_NOTE, collect, readme_table, render_md
+    from cifarlab.reporting.report import MIXED_LINE, MIXED_NOTE, collect, readme_table, render_md
     study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "vgg3/seed2")
     run = study / "runs" / "vgg3" / "seed2"
     s = json.loads((run / "summary.json").read_text())
@@ -410,7 +410,7 @@ def test_a_run_computed_in_two_arithmetics_is_no_protocol_row_unless_its_folder_
 def test_a_finished_run_trained_without_the_test_set_is_not_called_unfinished(tmp_path):
     """test=false: the run finished but has no test accuracy. It stays out of the table, said as
     such in the report and the README, and never listed as unfinished."""
-    from cifarlab.study.report import UNTESTED_LINE, collect, readme_table, render_md
+    from cifarlab.reporting.report import UNTESTED_LINE, collect, readme_table, render_md
     study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "vgg3/seed2")
     path = study / "runs" / "vgg3" / "seed2" / "summary.json"
     s = json.loads(path.read_text())
@@ -522,7 +522,7 @@ def test_the_fidelity_table_says_how_much_a_last_epoch_figure_moves(tmp_path):
     """On the repo's records: weight_decay's test accuracy keeps moving by about a point from
     epoch to epoch, the baseline's settles; the column is their spread over the second half."""
     from cifarlab.runfolder import read_metrics
-    from cifarlab.study.report import collect, fidelity_table, late_epoch_sd, load_run
+    from cifarlab.reporting.report import collect, fidelity_table, late_epoch_sd, load_run
     study = _study_from_records(tmp_path, "vgg3/seed0", "vgg3/seed1", "weight_decay/seed0")
     rep = collect(study, figures=False)
 
@@ -559,7 +559,7 @@ def test_findings_explain_a_row_beyond_noise_in_the_report_and_travel_with_the_r
     assert p.returncode == 0, p.stdout + p.stderr
     rep = json.loads((study / "report.json").read_text())
     assert {c["experiment"] for c in rep["fidelity"] if c["beyond"]} == {"vgg3", "weight_decay"}
-    from cifarlab.study.report import fidelity_table
+    from cifarlab.reporting.report import fidelity_table
     verdicts = {(row[0], row[1]): row[-1] for row in fidelity_table(rep)[1]}
     assert verdicts["weight_decay", "seed report"] == verdicts["weight_decay", "article"] == \
         "BEYOND NOISE: finding below"
@@ -616,7 +616,7 @@ def _report_of(*dirs, out, extra=()):
 
 
 def test_label_groups_keeps_the_plain_name_and_names_what_others_change():
-    from cifarlab.study.compare import label_groups
+    from cifarlab.reporting.compare import label_groups
     plain = {"name": "vgg3", "settings": {"amp": "auto", "lr": 0.001}}
     bf16 = {"name": "vgg3", "settings": {"amp": "native", "lr": 0.001}}
     fast = {"name": "vgg3", "settings": {"amp": "auto", "lr": 0.01}}
@@ -718,7 +718,7 @@ def test_readme_table_from_two_folders(two_studies, tmp_path):
     readme = _empty_readme(tmp_path)
     p = _report_of(two_studies["plain"], two_studies["other"], out=tmp_path / "out", extra=["--readme", str(readme)])
     assert p.returncode == 0, p.stdout + p.stderr
-    from cifarlab.study.report import _short_device
+    from cifarlab.reporting.report import _short_device
     rows = {r["experiment"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())["rows"]}
     table = [x.split(" | ") for x in readme.read_text().splitlines() if x.startswith("| vgg")]
     assert [c[0][2:] for c in table] == list(rows) == ["vgg1", f"vgg1 {OTHER}", "vgg2", f"vgg2 {OTHER}"]
@@ -733,7 +733,7 @@ def test_the_report_gives_the_paired_test_by_seed_beside_welchs():
     in fp32, one network and seeds 0-2, is tested by seed as well as by Welch's test, and its verdict is
     the paired test's."""
     from scipy import stats
-    from cifarlab.study.report import collect, render_html, render_md
+    from cifarlab.reporting.report import collect, render_html, render_md
     bf16_dir = RECORDS.parent / "protocol-bf16"
     rep = collect([RECORDS, bf16_dir], figures=False, out_dir=RECORDS.parent / "study")
     c = next(x for x in rep["comparisons"] if (x["a"], x["b"]) == ("vgg3 amp=native", "vgg3"))
@@ -785,7 +785,7 @@ def test_the_mean_curves_of_an_l2_row_carry_the_penalised_validation_loss(tmp_pa
     its penalty, so the curves say the penalty is not recorded. Two seeds whose records hold the column
     (written as a run of this version writes it) average it epoch by epoch; one seed without it drops it."""
     from cifarlab.runfolder import read_metrics
-    from cifarlab.study.report import l2_of, load_run, mean_history
+    from cifarlab.reporting.report import l2_of, load_run, mean_history
     study = _study_from_records(tmp_path, "weight_decay/seed0")
     run = load_run(study / "runs" / "weight_decay" / "seed0")
     assert l2_of([run]) == run["config"]["l2"] > 0

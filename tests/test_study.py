@@ -179,7 +179,7 @@ def test_the_command_is_given_not_read_from_argv(tmp_path):
 def test_only_gives_a_preset_its_own_number_of_seeds(tmp_path, capsys):
     from cifarlab.cli import main
     from cifarlab.study.jobs import StudyError, parse_only
-    from cifarlab.study.report import parse_expect, planned
+    from cifarlab.reporting.report import parse_expect, planned
     from cifarlab.study.runner import plan
     assert parse_only("vgg1, vgg3:3,combined") == (["vgg1", "vgg3", "combined"], {"vgg3": 3})
     assert parse_only(None) == (None, {}) and parse_only(" , ") == (None, {})

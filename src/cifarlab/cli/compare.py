@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from ..study.compare import format_table, write_compare
+from ..reporting.compare import format_table, write_compare
 
 
 def add_parser(sub, help: str) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
-from ..study.report import (README_BEGIN, README_END, check_readme, copy_records, latest_study, parse_expect,
-                      readme_table, update_readme, write_report)
+from ..reporting.report import (README_BEGIN, README_END, check_readme, copy_records, latest_study,
+                                parse_expect, readme_table, update_readme, write_report)
 from .common import add_data
 
 

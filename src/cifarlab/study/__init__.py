@@ -1,3 +1,3 @@
 """Studies of many runs: the runner and its backends (runner.py, ray_backend.py, cluster.py),
-plans (forecast.py), hyperparameter search (tune.py), and what is made of finished runs
-(report.py, compare.py)."""
+plans (forecast.py) and hyperparameter search (tune.py); what is made of finished runs is
+cifarlab.reporting's."""

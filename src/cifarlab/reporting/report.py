@@ -3,7 +3,7 @@
     cifarlab report studies/quick          # -> studies/quick/report.html, report.md, report.json
     cifarlab report                        # the most recent study under ./studies
 
-    from cifarlab.study.report import collect, write_report
+    from cifarlab.reporting.report import collect, write_report
     rep = collect("studies/quick", figures=False)   # the numbers: rep["rows"], one per experiment, rep["comparisons"]
     write_report("studies/quick")                   # the three files, as the command writes them
 
@@ -25,7 +25,7 @@ import yaml
 from ..config import STUDY_ORDER, study_order
 from ..errors import CifarlabError
 from .groups import network_of
-from .jobs import epochs_done, preset_seeds, read_study
+from ..study.jobs import epochs_done, preset_seeds, read_study
 
 # The study's claims, as (experiment, compared with, what the seed report said).
 CLAIMS = [

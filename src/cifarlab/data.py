@@ -496,7 +496,12 @@ def load_cifar10(data: str | os.PathLike | None = None, download_ok: bool = True
     places = locate(data)
     for place in places:
         for cand in _candidates(place):
-            ds = _open(cand)
+            try:
+                ds = _open(cand)
+            except PermissionError as e:  # the data set is there, but this user may not read it
+                raise DataError(f"{e.filename}: permission denied, so CIFAR-10 cannot be read there; make it "
+                                f"readable to this user (chmod -R a+rX {cand}) or pass --data a readable "
+                                f"copy") from None
             if ds is not None:
                 return ds
     if not download_ok:

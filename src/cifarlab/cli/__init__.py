@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(args)
         print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # a file or folder this user may not read or write: never a traceback
+        if interrupt.seen():
+            return _interrupted(args)
+        print(f"cifarlab {args.verb}: error: {permission_line(e)}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader stopped reading (`cifarlab presets | head`): nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no second error at exit
         return 1
@@ -102,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         interrupt.restore(previous)
         interrupt.reset()
+
+
+def permission_line(e: PermissionError) -> str:
+    """One line for a PermissionError: the path, and what to do about it."""
+    path = e.filename2 or e.filename
+    if path is None:
+        return f"permission denied ({e}); run cifarlab as a user that may read and write the paths given"
+    return (f"{path}: permission denied to this user; give it access (`ls -ld {shlex.quote(str(path))}` shows "
+            f"who may) or give cifarlab another path")
 
 
 def _interrupted(args) -> int:

@@ -85,8 +85,8 @@ def load_image(path) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image file") from None
-    except PermissionError as e:
-        raise ImageError(f"{path}: cannot be read: permission denied ({e.strerror}); "
+    except PermissionError:
+        raise ImageError(f"{path}: cannot be read: permission denied to this user; "
                          "give read access to the file or copy it somewhere readable") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image (Pillow cannot identify its format)") from None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..inference.evaluate import TTA_NAMES, evaluate_model, write_evaluation
+from ..inference.predict import load_checkpoint, own_tta
 from ..runfolder import read_summary
 from .common import add_data, add_device
 
@@ -33,7 +34,6 @@ def cmd_evaluate(args) -> int:
                          f"from Python: cifarlab.load(PATH).evaluate())")
     # a damaged summary.json is refused before any work (what it reports is printed beside the result)
     summary = read_summary(run) if (run / "summary.json").is_file() else None
-    from ..inference.predict import load_checkpoint, own_tta
     model = load_checkpoint(run / "checkpoint.pt", args.device)
     tta = args.tta_level or (own_tta(model) if args.tta else 0)
     r = evaluate_model(model, tta=tta, data=args.data)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 
+from ..config import ConfigError, parse_overrides
 from ..errors import UsageError
 from ..study.forecast import plan_study
 from ..study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, QUICK_SEEDS, StudyError, parse_only
@@ -96,14 +98,13 @@ def cmd_study(args) -> int:
 def _check_sync_bn(overrides: list[str], backend: str) -> None:
     """sync_bn=true for runs on this machine, which has no GPU: refused before the study folder is made
     (device=cpu is refused by the config's own check; a Ray cluster's GPUs are elsewhere)."""
-    from ..config import ConfigError, parse_overrides
     try:
         given = parse_overrides(overrides)
     except ConfigError:
         return  # named, as before, where the runs' configs are resolved
     if backend != "local" or given.get("sync_bn") is not True or given.get("device", "auto") != "auto":
         return
-    import torch
+    import torch  # here: the verb's help and parsing load no torch
     if not torch.cuda.is_available():
         raise UsageError("sync_bn=true needs GPUs: torch's SyncBatchNorm does not run on the CPU, and this "
                          "machine has no GPU; use sync_bn=false")
@@ -114,7 +115,6 @@ DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}
 
 def parse_duration(text: str) -> float:
     """"2h30m" -> 9000.0, "45m", "90s", "1.5h"; a plain number is seconds. ValueError names what is wrong."""
-    import re
     t = text.strip().lower()
     parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
     if re.fullmatch(r"\d+(?:\.\d+)?", t):

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import plots
-from ..data import CLASSES
+from ..data import CIFAR10, CLASSES, load_cifar10
+from ..files import atomic_write_text
 from ..metrics import confusion_matrix, per_class_accuracy
 
 
 def evaluate_model(model, tta: int = 0, data=None) -> dict:
     """Test-set results of a cifarlab.Classifier; `data` is a --data path or a loaded CIFAR10."""
-    from ..data import CIFAR10, load_cifar10
     ds = data if isinstance(data, CIFAR10) else load_cifar10(data)
     x, y = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
     t0 = time.perf_counter()
@@ -61,7 +61,6 @@ def tta_suffix(tta: int) -> str:
 
 def write_evaluation(run_dir, result: dict, name, tta: int = 0) -> list[Path]:
     """evaluation[_tta|_tta2].json and confusion[_tta|_tta2].png in the run folder."""
-    from ..checkpoint import atomic_write_text
     run_dir = Path(run_dir)
     suffix = tta_suffix(tta)
     files = [run_dir / f"evaluation{suffix}.json", run_dir / f"confusion{suffix}.png"]

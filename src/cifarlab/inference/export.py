@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..augment import normalize
 from ..files import atomic_write, atomic_write_text, move, sweep, temp_dir, temp_file
-from ..data import CLASSES
+from ..data import CLASSES, load_cifar10
 from ..errors import CifarlabError
 from .predict import (EXPORT_CONFIG, EXPORT_FORMAT_VERSION, WEIGHT_FILES, description_sha256, load_checkpoint,
                       load_export, sha256_file)
@@ -108,8 +109,6 @@ def require(fmt: str) -> None:
 
 def _reference(model, data, n: int):
     """The first `n` real test images (uint8), their normalised float input and PyTorch's logits."""
-    from ..augment import normalize
-    from ..data import load_cifar10
     x = torch.from_numpy(load_cifar10(data).x_test[:n])
     return x, normalize(x, model.mean, model.std).contiguous(), model.logits(x)
 
@@ -138,7 +137,7 @@ def _quiet_exporter():
 
 def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.Tensor) -> tuple[Path, dict]:
     require("onnx")
-    import onnx
+    import onnx  # optional packages (cifarlab[export]): require() above names any missing
     import onnxruntime as ort
     net = copy.deepcopy(model.net).cpu().to(memory_format=torch.contiguous_format).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +169,7 @@ def export_onnx(model, out_dir: Path, meta: dict, xin: torch.Tensor, ref: torch.
 
 def export_safetensors(model, out_dir: Path, meta: dict) -> Path:
     require("safetensors")
-    from safetensors.torch import save
+    from safetensors.torch import save  # optional (cifarlab[export]), as require() says
     # Plain row-major CPU tensors: a channels_last weight is a strided view safetensors cannot store.
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
     path = out_dir / FILE["safetensors"]
@@ -183,7 +182,7 @@ def _tensors_sha256_of(path: Path) -> str | None:
     file written before cifarlab recorded it, a damaged file, a package missing)."""
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # optional: missing, the digest is not known
             return tensors_sha256(load_file(str(path), device="cpu"))
         import onnx
         proto = onnx.load(str(path), load_external_data=False)

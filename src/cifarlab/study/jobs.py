@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import interrupt
-from ..config import study_order
+from ..config import (ConfigError, differences, from_dict, load_preset, preset_names, read_yaml, resolve_config,
+                      study_order, to_dict, validate)
 from ..data import CLASSES
 from ..errors import CifarlabError
+from ..runfolder import ConfigMismatchError, RunBusyError, RunFolderError, describe, read_json, read_summary
 
 
 # --quick: every preset, small and short (its time on 2 CPU cores: the README). A
@@ -48,7 +50,6 @@ def read_study(study_dir, fix: str | None = None) -> dict | None:
     """STUDY_DIR/study.json (its settings and invocations), None where there is none; a file that
     is no study record (not JSON, empty, truncated, not UTF-8, a list, no settings, ...) is one
     line naming it, worded as damaged, ending with `fix` (default: how to go on with the study)."""
-    from ..runfolder import read_json
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         return None
@@ -103,7 +104,6 @@ def parse_only(text: str | None) -> tuple[list[str] | None, dict[str, int]]:
 
 
 def ordered_presets(names=None) -> list[str]:
-    from ..config import preset_names
     known = preset_names()
     if names:
         bad = [n for n in names if n not in known]
@@ -140,7 +140,6 @@ def job_config(job: Job):
     config.resolve_config marks a run whose epochs or subset differ from its preset as
     not comparable to the references.
     """
-    from ..config import load_preset, resolve_config, validate
     if "seed" in {o.partition("=")[0].strip() for o in job.overrides}:
         raise StudyError("seed= is set per run by the study; use --seeds N")
     scale = scale_overrides(load_preset(job.preset), job.epochs_scale)
@@ -191,8 +190,6 @@ def run_status(run_dir) -> str:
 
 def config_mismatch(job: Job) -> str | None:
     """How a run folder's config.yaml differs from the job's config, or None when it agrees (or is absent)."""
-    from ..config import ConfigError, differences, from_dict, read_yaml, to_dict
-    from ..runfolder import describe
     path = Path(job.run_dir) / "config.yaml"
     if not path.is_file():
         return None
@@ -224,8 +221,7 @@ def run_job(job: Job) -> dict:
     that this machine would continue in fp32 is left for another machine (deferred). The
     run's own output goes to run_dir/train.log.
     """
-    from ..runfolder import ConfigMismatchError, RunBusyError, RunFolderError, read_summary
-    from ..train import ArithmeticMismatch, RunStopped, train
+    from ..train import ArithmeticMismatch, RunStopped, train  # torch: the report imports this module without it
     run_dir = Path(job.run_dir)
     out = {"job": dataclasses.asdict(job), "status": "skipped", "seconds": 0.0, "test_acc": None, "error": None}
     mismatch = config_mismatch(job)

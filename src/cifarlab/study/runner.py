@@ -22,6 +22,7 @@ function `(jobs, workers, on_result) -> results` registered in BACKENDS.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import json
@@ -35,8 +36,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from pathlib import Path
 import multiprocessing as mp
 
-from .. import checkpoint, interrupt
+from .. import interrupt
+from ..files import atomic_write_text
 from ..runfolder import command_words
+from . import ray_backend
 from .jobs import (SETTINGS, Job, StudyError, job_config, longest_first, ordered_presets, read_study, run_job,
                    run_status)
 
@@ -47,8 +50,6 @@ def _watch_parent(parent: int) -> None:
     """Worker initialiser: die with the study process (killed with -9, say), so no
     orphan keeps training; its run resumes from the last checkpoint next time."""
     if sys.platform.startswith("linux"):  # the kernel sends SIGKILL the moment the parent dies
-        import ctypes
-        import signal
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
@@ -171,8 +172,7 @@ def run_inline(jobs: list[Job], workers: int = 1, on_result=None) -> list[dict]:
 
 def run_ray(jobs: list[Job], workers: int = 1, on_result=None, **options) -> list[dict]:
     """Each job a Ray task, on a local instance or a cluster (ray_backend.py; Ray is imported only here)."""
-    from .ray_backend import run_ray as run
-    return run(jobs, workers, on_result, **options)
+    return ray_backend.run_ray(jobs, workers, on_result, **options)
 
 
 BACKENDS = {"local": run_local, "inline": run_inline, "ray": run_ray}
@@ -243,7 +243,7 @@ def open_study(study_dir, settings: dict, options: dict, command=None) -> dict:
         meta["invocations"].append({"id": uuid.uuid4().hex[:12], "command": command_words(command),
                                     "options": options,
                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None})
-        checkpoint.atomic_write_text(path, json.dumps(meta, indent=2))
+        atomic_write_text(path, json.dumps(meta, indent=2))
     return meta
 
 
@@ -274,7 +274,7 @@ def close_study(study_dir, meta: dict, results: list[dict], wall: float, interru
                 break
         else:
             current["invocations"].append(mine)
-        checkpoint.atomic_write_text(path, json.dumps(current, indent=2))
+        atomic_write_text(path, json.dumps(current, indent=2))
 
 
 ORDERS = ("auto", "study", "longest")

@@ -9,7 +9,7 @@ from ..config import ConfigError, parse_overrides
 from ..errors import UsageError
 from ..study.forecast import plan_study
 from ..study.jobs import QUICK_EPOCHS_SCALE, QUICK_OVERRIDES, QUICK_SEEDS, StudyError, parse_only
-from ..study.runner import BACKEND_OPTIONS, BACKENDS, ORDERS, PROBLEMS, run_study
+from ..study.runner import BACKEND_OPTIONS, BACKENDS, ORDERS, PROBLEMS, StudyOptions, run_study
 from .common import add_data
 
 
@@ -75,9 +75,11 @@ def cmd_study(args) -> int:
         return plan_study(only, seeds, args.workers, out, overrides, scale, args.data, args.plan_seconds,
                           seeds_for=seeds_for, order=args.order)
     try:
-        results = run_study(only, seeds, args.workers, out, overrides, scale, args.quick, args.data,
-                            args.backend, backend_options=given, command=args.command_line, seeds_for=seeds_for,
-                            order=args.order, stop_after=stop_after)
+        opts = StudyOptions(seeds=seeds, seeds_for=seeds_for, overrides=overrides, epochs_scale=scale,
+                            quick=args.quick, workers=args.workers, backend=args.backend, backend_options=given,
+                            data_path=args.data, order=args.order, stop_after=stop_after,
+                            command=args.command_line)
+        results = run_study(only, out, opts)
     except StudyError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:

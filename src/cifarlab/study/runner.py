@@ -6,9 +6,10 @@
     cifarlab study --epochs-scale 0.1 subset=20000  # scaled runs are marked not comparable
     cifarlab study --backend ray --address HOST:6379   # each run a Ray task (ray_backend.py)
 
-    from cifarlab.study.runner import plan, run_job, BACKENDS
+    from cifarlab.study.runner import plan, run_job, run_study, BACKENDS, StudyOptions
     jobs = plan(["vgg3"], seeds=2, overrides=["epochs=2"], study_dir="studies/x")
     results = BACKENDS["local"](jobs, workers=2)
+    results = run_study(["vgg3"], "studies/x", StudyOptions(seeds=2, overrides=["epochs=2"], workers=2))
 
 Layout: STUDY_DIR/study.json (settings and every invocation), and one ordinary run
 folder per job, STUDY_DIR/runs/<preset>/seed<k>/ (see train.py). A run folder with
@@ -32,7 +33,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed, wait
+from dataclasses import dataclass
 from pathlib import Path
 import multiprocessing as mp
 
@@ -289,14 +292,36 @@ def execution_order(jobs: list[Job], order: str, workers: int) -> list[Job]:
     return longest_first(jobs) if order == "longest" or (order == "auto" and workers > 1) else list(jobs)
 
 
-def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies/full", overrides=(),
-              epochs_scale: float = 1.0, quick: bool = False, data_path=None, backend: str = "local",
-              log=print, backend_options: dict | None = None, command=None, seeds_for: dict | None = None,
-              order: str = "auto", stop_after: float | None = None) -> list[dict]:
-    """Run the study; `command` (its command line) is recorded in study.json and each run's summary.
-    seeds_for: {preset: seeds} for the presets that take another number than `seeds`. stop_after:
-    seconds after which every run in progress stops at the end of its epoch (checkpoint written)
-    and no further run starts; those runs' status is `stopped`."""
+@dataclass
+class StudyOptions:
+    """How a study runs, beside which presets and the folder it runs them into (run_study's arguments).
+
+    seeds_for: {preset: seeds} for the presets that take another number than `seeds`.
+    overrides, epochs_scale, quick: the study's settings, recorded in study.json (a folder keeps its own).
+    command: the study's command line, recorded in study.json and each run's summary.json.
+    stop_after: seconds after which every run in progress stops at the end of its epoch (checkpoint
+    written) and no further run starts; those runs' status is `stopped`."""
+    seeds: int = 1
+    seeds_for: dict | None = None
+    overrides: Sequence[str] = ()
+    epochs_scale: float = 1.0
+    quick: bool = False
+    workers: int = 1
+    backend: str = "local"
+    backend_options: dict | None = None  # the backend's own options (BACKEND_OPTIONS)
+    data_path: object = None
+    order: str = "auto"  # ORDERS
+    stop_after: float | None = None
+    command: list[str] | str | None = None
+    log: Callable = print
+
+
+def run_study(presets=None, study_dir="studies/full", opts: StudyOptions | None = None) -> list[dict]:
+    """Run the study: `presets` (default: all, in the study's order), each run into STUDY_DIR/runs;
+    returns one result per run (run_job's)."""
+    o = opts or StudyOptions()
+    seeds, seeds_for, workers, epochs_scale, backend = o.seeds, o.seeds_for, o.workers, o.epochs_scale, o.backend
+    data_path, command, stop_after, log = o.data_path, o.command, o.stop_after, o.log
     if backend not in BACKENDS:
         raise StudyError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if workers < 1 or seeds < 1 or epochs_scale <= 0 or min((seeds_for or {}).values(), default=1) < 1:
@@ -304,11 +329,11 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
     if stop_after is not None and not stop_after > 0:
         raise StudyError("--stop-after must be a duration above 0 (2h30m, 45m, 90s)")
     stop_at = time.time() + stop_after if stop_after is not None else None
-    overrides = list(overrides)
+    overrides = list(o.overrides)
     names = ordered_presets(presets)
     jobs = plan(names, seeds, overrides, study_dir, epochs_scale, data_path, workers, command=command,
                 seeds_for=seeds_for, stop_at=stop_at)
-    settings = {"overrides": overrides, "epochs_scale": epochs_scale, "quick": quick}
+    settings = {"overrides": overrides, "epochs_scale": epochs_scale, "quick": o.quick}
     options = {"presets": names, "seeds": seeds, "workers": workers, "backend": backend,
                "data": str(data_path) if data_path else None}
     if seeds_for:
@@ -316,7 +341,7 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
     if stop_after is not None:
         options["stop_after_seconds"] = stop_after
     pending = [j for j in jobs if run_status(j.run_dir) != "finished"]
-    todo = execution_order(pending, order, workers)
+    todo = execution_order(pending, o.order, workers)
     if stop_at is not None:  # the first run of each worker begins whatever the time; a queued one only in time
         todo = [dataclasses.replace(j, start_by=None if i < workers else stop_at) for i, j in enumerate(todo)]
     meta = open_study(study_dir, settings, options, command)
@@ -338,7 +363,7 @@ def run_study(presets=None, seeds: int = 1, workers: int = 1, study_dir="studies
 
     results = [run_job(j) for j in jobs if run_status(j.run_dir) == "finished"]
     try:
-        results += BACKENDS[backend](todo, workers, report, **(backend_options or {})) if todo else []
+        results += BACKENDS[backend](todo, workers, report, **(o.backend_options or {})) if todo else []
         if any(r["status"] == "interrupted" for r in results):
             raise StudyInterrupted([])  # a Ctrl-C the workers saw and this process did not (between its checks)
     except KeyboardInterrupt as e:

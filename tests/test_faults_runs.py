@@ -240,6 +240,27 @@ def test_two_invocations_at_once_both_keep_their_record(tmp_path):
 STUDY = ["--only", "vgg1", "--backend", "inline", *TINY]
 
 
+@pytest.mark.parametrize("holder", ["pid", "none"])  # the holder wrote its pid into the lock, or nothing
+def test_a_run_another_process_holds_is_busy_and_the_study_says_why(tmp_path, capsys, holder):
+    from cifarlab.cli import main
+    study = tmp_path / "s"
+    run = study / "runs" / "vgg1" / "seed0"
+    run.mkdir(parents=True)
+    with open(run / ".lock", "a") as lock:  # what a training process (another study's worker) holds
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if holder == "pid":
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+        rc = main(["study", "--out", str(study), *STUDY])
+    out = capsys.readouterr().out
+    who = f"process {os.getpid()}" if holder == "pid" else "another process"
+    why = (f"busy held by {who} through its lock {run / '.lock'} (another study, or `cifarlab train` on this "
+           f"folder, is training it); left as it is: run the study again once that process has ended")
+    assert rc == 1 and f"[1/1] vgg1/seed0: {why} (" in out and f"\n  vgg1/seed0: {why}\n" in out, out
+    assert not (run / "config.yaml").exists() and not (run / "checkpoint.pt").exists()  # nothing trained
+    assert json.loads((study / "study.json").read_text())["invocations"][0]["counts"]["busy"] == 1
+
+
 @pytest.mark.slow
 def test_a_finished_run_with_other_settings_is_reported_not_skipped(tmp_path):
     study = tmp_path / "s"

@@ -19,7 +19,8 @@ from ..config import (ConfigError, differences, from_dict, load_preset, preset_n
                       study_order, to_dict, validate)
 from ..data import CLASSES
 from ..errors import CifarlabError
-from ..runfolder import ConfigMismatchError, RunBusyError, RunFolderError, describe, read_json, read_summary
+from ..runfolder import (LOCK, ConfigMismatchError, RunBusyError, RunFolderError, describe, read_json,
+                         read_summary)
 
 
 # --quick: every preset, small and short (its time on 2 CPU cores: the README). A
@@ -206,6 +207,18 @@ def config_mismatch(job: Job) -> str | None:
             f"it is left as it is (move it away to train it again)")
 
 
+def busy_reason(run_dir: Path) -> str:
+    """Why a run is busy: the process that holds its folder's lock (the pid it wrote there), and what to do."""
+    lock = Path(run_dir) / LOCK
+    try:
+        pid = lock.read_text().strip()
+    except (OSError, UnicodeDecodeError):  # gone or unreadable since: the holder is not known
+        pid = ""
+    who = f"process {pid}" if pid.isdigit() else "another process"
+    return (f"held by {who} through its lock {lock} (another study, or `cifarlab train` on this folder, is "
+            f"training it); left as it is: run the study again once that process has ended")
+
+
 def _log_interrupted(run_dir: Path) -> None:
     with open(run_dir / "train.log", "a") as logf:
         print("interrupted; the run resumes from its last checkpoint", file=logf)
@@ -254,7 +267,7 @@ def run_job(job: Job) -> dict:
         if (run_dir / "summary.json").stat().st_mtime < int(started):  # another process finished it meanwhile
             out["status"] = "skipped"
     except RunBusyError:  # another process (an older study still running?) has it
-        out["status"] = "busy"
+        out["status"], out["error"] = "busy", busy_reason(run_dir)
     except ConfigMismatchError as e:  # changed between the check above and the lock
         out["status"], out["error"] = "mismatch", str(e)
     except RunStopped as e:

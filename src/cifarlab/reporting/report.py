@@ -24,41 +24,9 @@ import yaml
 
 from ..config import STUDY_ORDER, study_order
 from ..errors import CifarlabError
+from .claims import study_claims
 from .groups import network_of
 from ..study.jobs import epochs_done, preset_seeds, read_study
-
-# The study's claims, as (experiment, compared with, what the seed report said).
-CLAIMS = [
-    ("centered", "combined", "centering inputs 'did not have a significant impact' (88.25 vs 87.82)"),
-    ("adam", "combined", "Adam 'reaches comparable results to SGD' (86.99 vs 87.82)"),
-    ("adamw", "combined", "AdamW with Keras defaults failed (41.3)"),
-    ("cosine", "combined", "cosine annealing 'slightly offset the accuracy to the worse' (87.86 vs 87.82)"),
-    ("cosine_restarts", "combined", "cosine with restarts is lower (84.50 vs 87.82)"),
-    ("step_decay", "combined", "the step decay's untuned values failed (64.42)"),
-    ("warmup_cosine", "cosine", "warm-up before cosine: planned, never run"),
-    ("dropout", "vgg3", "dropout improves the baseline (82.12 vs 73.81)"),
-    ("weight_decay", "vgg3", "weight decay 'makes accuracy slightly worse' (72.95 vs 73.81)"),
-    ("augmentation", "vgg3", "augmentation improves the baseline (82.66 vs 73.81)"),
-    ("augmentation", "dropout", "dropout and augmentation improve 'to a similar degree' (82.66 vs 82.12)"),
-    ("increasing_dropout", "dropout", "increasing dropout beats a constant 0.2 (article: 84.69 vs 83.45)"),
-    ("dropout_augmentation", "augmentation", "dropout adds to augmentation (article: 85.88 vs 84.47)"),
-    ("combined", "dropout_augmentation", "BatchNorm and increasing dropout add more (article: 88.62 vs 85.88)"),
-    ("bn_only", "dropout_only", "BatchNorm alone beats Dropout alone at 100 epochs (83.94 vs 80.17)"),
-    ("bn_dropout_swapped", "bn_only", "swapping BN and Dropout hurts (59.49 vs 83.94)"),
-    ("vgg2", "vgg1", "a second block helps (article: 71.08 vs 67.07)"),
-    ("vgg3", "vgg2", "a third block helps (article: 73.50 vs 71.08)"),
-]
-
-# The groups the study's figures overlay (validation accuracy per epoch).
-GROUPS = [
-    ("Depth", ["vgg1", "vgg2", "vgg3"]),
-    ("Regularisers", ["vgg3", "dropout", "weight_decay", "augmentation", "increasing_dropout",
-                      "dropout_augmentation", "combined"]),
-    ("Input centering", ["combined", "centered"]),
-    ("Optimisers", ["combined", "adam", "adamw"]),
-    ("Learning-rate schedules", ["combined", "cosine", "cosine_restarts", "step_decay", "warmup_cosine"]),
-    ("BatchNorm / Dropout ablations", ["combined", "bn_dropout_swapped", "bn_only", "dropout_only"]),
-]
 
 REFS = (("seed_report", "seed report"), ("article", "article"))
 
@@ -321,7 +289,7 @@ def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
     key = {(r.get("preset", k), tuple(r.get("variant") or ())): k for k, r in rows.items()}
     pairs = []
     for v in dict.fromkeys([()] + [v for _, v in key]):
-        mine = [(a, b, claim) for a, b, claim in CLAIMS]
+        mine = [(c.experiment, c.against, c.said) for c in study_claims().claims]
         seen = {(a, b) for a, b, _ in mine} | {(b, a) for a, b, _ in mine}
         for a in study_order(p for p, w in key if w == v):
             b = bases.get(a)
@@ -550,11 +518,11 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
         path = fig_dir / f"curves-{_slug(n)}.png"
         plots.curves(mean_history(runs[n]), path, title=f"{n}, {seeds}{tag}", l2=l2_of(runs[n]))
         figs[f"curves-{n}"] = path.name
-    for title, members in GROUPS:
-        present = [m for m in members if m in runs]
+    for group in study_claims().groups:
+        present = [m for m in group.presets if m in runs]
         if len(present) < 2:
             continue
-        slug = title.lower().replace(" / ", "-").replace(" ", "-")
+        title, slug = group.title, group.slug
         path = fig_dir / f"group-{slug}.png"
         tag = "" if all(rows[m]["comparable"] for m in present) else " (scaled: not comparable)"
         plots.overlay({m: mean_history(runs[m]) for m in present}, path,
@@ -974,6 +942,7 @@ def render_html(rep: dict, study_dir: Path) -> str:
 def write_report(study_dir, data_path=None, out_dir=None) -> dict:
     """report.md, report.html and report.json of a study folder (or a list of them) into OUT_DIR (by
     default the one study folder)."""
+    study_claims()  # a damaged claims.yaml is said before anything is written
     out_dir = Path(out_dir or study_dirs(study_dir)[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = collect(study_dir, data_path, out_dir=out_dir)

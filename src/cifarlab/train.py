@@ -202,7 +202,7 @@ def _resume_state(cfg: Config | None, run_dir: Path):
         return cfg or on_disk, None, runfolder.read_summary(run_dir)
     state = None
     if (run_dir / "checkpoint.pt").is_file():
-        state = checkpoint.read(run_dir / "checkpoint.pt")
+        state = checkpoint.read(run_dir / "checkpoint.pt", checkpoint.RESUME)
         saved = from_saved(state["config"], run_dir / "checkpoint.pt")
         if on_disk is not None:
             _same_config(on_disk, saved, "config.yaml", "the checkpoint",
@@ -328,10 +328,11 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, opts: RunOptions) 
     if cfg.lookahead_every:  # fast94: a Lookahead averager of the weights
         run.lookahead = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay)
     started_before = (run_dir / "config.yaml").is_file()
+    if state is not None:  # weights that do not fit are refused before the folder is touched
+        restore(run, state)
     if ddp.is_main:  # everything that can fail on the settings or the data has run: the run starts here
         _open_folder(run, opts.force)
     if state is not None:
-        restore(run, state)
         log(f"resuming {run_dir} after epoch {run.start_epoch} of {cfg.epochs}")
     elif opts.resume and started_before:
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
@@ -398,13 +399,15 @@ def _open_folder(run: Run, force: bool) -> None:
 
 
 def restore(run: Run, state: dict) -> None:
-    """Continue from a checkpoint: weights, optimiser, scaler, averager, record and every RNG."""
-    run.model.load_state_dict(state["model"])
-    run.opt.load_state_dict(state["optimizer"])
+    """Continue from a checkpoint: weights, optimiser, scaler, averager, record and every RNG
+    (one that does not fit the run is a CheckpointError naming it)."""
+    path = run.run_dir / "checkpoint.pt"
+    checkpoint.load_weights(run.model, state["model"], path)
+    checkpoint.load_part(run.opt, state, "optimizer", path)
     if run.scaler is not None and "scaler" in state:
-        run.scaler.load_state_dict(state["scaler"])
+        checkpoint.load_part(run.scaler, state, "scaler", path)
     if run.lookahead is not None:
-        run.lookahead.load_state_dict(state["lookahead"])
+        checkpoint.load_part(run.lookahead, state, "lookahead", path)
     run.history, run.start_epoch, run.wall = state["history"], state["epoch"], state["wall_seconds"]
     for r in run.history:  # rows of an older version: without l2 the penalised loss is the plain one
         r.setdefault("val_loss_l2", math.nan if run.cfg.l2 else r["val_loss"])

@@ -312,11 +312,7 @@ def load_checkpoint(path, device: str = "auto") -> Classifier:
     from ..config import from_saved
     state = checkpoint.read(path)  # map_location="cpu": GPU-written tensors land on the CPU
     from_saved(state["config"], path)  # a bad saved config is an error naming the checkpoint
-    try:
-        net = checkpoint.model_from_checkpoint(state)
-    except RuntimeError as e:  # weights that do not fit the network its config describes
-        raise ModelError(f"{path}: its weights do not fit the network of its config "
-                         f"({str(e).splitlines()[0]})") from None
+    net = checkpoint.model_from_checkpoint(state, path)  # weights that do not fit: one line naming the file
     net, dev = _place(net, state["config"], device)
     norm = state.get("norm") or _summary_norm(Path(path).parent) or _scale_norm(state["config"], path)
     info = {"run": str(Path(path).parent), "epoch": state.get("epoch"), "epochs": state["config"].get("epochs")}

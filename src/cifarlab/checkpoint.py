@@ -233,7 +233,9 @@ def check_structure(path: Path, state: dict, need: tuple = MODEL) -> None:
 
 def _check_digest(path: Path, state: dict) -> None:
     """A checkpoint's weights and normalisation against the digest it was saved with; one saved
-    before checkpoints recorded one (no DIGEST key) loads as before."""
+    before checkpoints recorded one (no DIGEST key) loads as before. Its absence is not damage at
+    format_version 1: that format began before the digest did, and its files without one are
+    checkpoints of those versions (a format that always carries it could refuse its absence)."""
     want = state.get(DIGEST)
     if want is None:
         return

@@ -27,11 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
+from .. import checkpoint, engine
 from ..augment import normalize, tta_logits
 from ..augment import tta_level as augment_tta_level
+from ..config import ConfigError, from_dict, from_saved
 from ..data import CLASSES
 from ..errors import CifarlabError
+from ..models import build_model
+from ..runfolder import read_summary
 
 SIZE = 32  # CIFAR-10 images are 32x32 pixels
 EXPORT_CONFIG = "model.json"  # the exported model's description, beside its weights
@@ -65,7 +70,6 @@ def load_image(path) -> np.ndarray:
     dropped, not composited), and resizes only when the size differs, with its default
     interpolation="nearest" (PIL.Image.NEAREST). EXIF orientation is ignored, as Keras does.
     """
-    from PIL import Image, UnidentifiedImageError
     path = Path(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -104,7 +108,6 @@ def load_image(path) -> np.ndarray:
 
 
 def _to_array(img) -> np.ndarray:
-    from PIL import Image
     if img.mode != "RGB":
         img = img.convert("RGB")
     if img.size != (SIZE, SIZE):
@@ -120,7 +123,6 @@ def as_batch(x) -> tuple[torch.Tensor, list[str]]:
     them, or (N, 3, 32, 32) as cifarlab's data set holds them. A list may mix paths and
     images. A bad file raises ImageError naming it.
     """
-    from PIL import Image
     if isinstance(x, (str, Path, Image.Image)):
         x = [x]
     if isinstance(x, (list, tuple)) and not all(isinstance(i, (str, Path, Image.Image)) for i in x):
@@ -213,10 +215,10 @@ class Classifier:
 
     def _logits(self, x: torch.Tensor, batch_size: int, tta: int) -> torch.Tensor:
         if self.backend == "torch":
-            from ..engine import evaluate
             y = torch.zeros(len(x), dtype=torch.long, device=self.device)  # labels unused here
-            return evaluate(self.net, x.to(self.device), y, self.mean.to(self.device), self.std.to(self.device),
-                            batch_size, self.config.get("channels_last", True), None, tta)["logits"]
+            return engine.evaluate(self.net, x.to(self.device), y, self.mean.to(self.device),
+                                   self.std.to(self.device), batch_size, self.config.get("channels_last", True),
+                                   None, tta)["logits"]
         onnx = lambda v: torch.from_numpy(self._run_onnx(v.contiguous().numpy()))  # noqa: E731
         out = [tta_logits(onnx, normalize(x[i:i + batch_size], self.mean, self.std), tta)
                for i in range(0, len(x), batch_size)]
@@ -242,7 +244,7 @@ class Classifier:
 
     def evaluate(self, tta: int = 0, data=None) -> dict:
         """Accuracy and loss on the CIFAR-10 test set, per class and as a confusion matrix."""
-        from .evaluate import evaluate_model
+        from .evaluate import evaluate_model  # here: it draws with matplotlib, which predicting needs not
         return evaluate_model(self, tta=tta, data=data)
 
 
@@ -295,9 +297,8 @@ def load(path, device: str = "auto") -> Classifier:
 
 
 def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Module, torch.device]:
-    from ..engine import pick_device
     try:
-        dev = pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
+        dev = engine.pick_device(device)  # "auto": CUDA only when this machine has it, whatever trained the model
     except RuntimeError as e:
         raise ModelError(str(e).replace("device=", "--device ").replace("use --device cpu", "use --device cpu "
                                                                         "or auto")) from None
@@ -308,8 +309,6 @@ def _place(net: torch.nn.Module, config: dict, device: str) -> tuple[torch.nn.Mo
 
 
 def load_checkpoint(path, device: str = "auto") -> Classifier:
-    from .. import checkpoint
-    from ..config import from_saved
     state = checkpoint.read(path)  # map_location="cpu": GPU-written tensors land on the CPU
     from_saved(state["config"], path)  # a bad saved config is an error naming the checkpoint
     net = checkpoint.model_from_checkpoint(state, path)  # weights that do not fit: one line naming the file
@@ -320,7 +319,6 @@ def load_checkpoint(path, device: str = "auto") -> Classifier:
 
 
 def _summary_norm(run_dir: Path) -> dict | None:
-    from ..runfolder import read_summary
     return read_summary(run_dir).get("norm") if (run_dir / "summary.json").is_file() else None
 
 
@@ -358,7 +356,6 @@ def load_export(path, device: str = "auto") -> Classifier:
     except ImportError:
         raise ModelError("reading safetensors needs the safetensors package: pip install 'cifarlab[export]'") \
             from None
-    from ..models import build_model
     net = build_model(_meta_config(meta, meta_path))
     try:
         net.load_state_dict(load_bytes(blob) if blob is not None else load_file(str(path), device="cpu"))
@@ -441,7 +438,6 @@ def _read_meta(path: Path) -> dict:
 
 
 def _meta_config(meta: dict, path: Path):
-    from ..config import ConfigError, from_dict
     try:
         return from_dict(meta["config"])
     except ConfigError as e:

@@ -20,7 +20,7 @@ _LAZY = {"load": "inference.predict", "load_image": "inference.predict", "Classi
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
+        import importlib  # here, so dir(cifarlab) lists the package's own names only
         return getattr(importlib.import_module(f"cifarlab.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
 

@@ -86,8 +86,8 @@ def test_each_group_is_tested_against_the_first(comparison, small_study):
     # the same runs in the study report give the same test (dropout against vgg3)
     from cifarlab.reporting.report import collect
     study = next(c for c in collect(small_study["dir"], figures=False)["comparisons"]
-                 if (c["a"], c["b"]) == ("dropout", "vgg3"))
-    assert study["p"] == pytest.approx(comps[0]["p"]) and study["ci"] == pytest.approx(comps[0]["ci"])
+                 if (c.a, c.b) == ("dropout", "vgg3"))
+    assert study.p == pytest.approx(comps[0]["p"]) and study.ci == pytest.approx(comps[0]["ci"])
     assert f"{p:.3g}" in comparison["md"] and "Welch" in comparison["html"]
 
 
@@ -224,7 +224,7 @@ def test_groups_of_one_network_that_share_seeds_are_paired_by_seed(tmp_path):
     # ±0.3: the paired interval reaches beyond it
     from cifarlab.reporting.compare import collect, stats_table
     rep = collect([*fp32, *bf16], tmp_path / "x", figures=False, within=0.3)
-    assert rep["comparisons"][0]["equivalent"] is False
+    assert rep["comparisons"][0].equivalent is False
     assert stats_table(rep)[1][0][-1] == f"not shown equivalent: the paired interval reaches {mean - half:+.2f}, " \
                                          "beyond ±0.3"
 

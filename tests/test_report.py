@@ -397,14 +397,14 @@ def test_a_run_computed_in_two_arithmetics_is_no_protocol_row_unless_its_folder_
     s["arithmetic"] = f"bf16 (epochs 1-{half}), fp32 (epochs {half + 1}-{s['epochs']})"
     (run / "summary.json").write_text(json.dumps(s))
     rep = collect(study, figures=False)
-    assert rep["mixed"] == [f"runs/vgg3/seed2 ({s['arithmetic']})"] and rep["rows"][0]["n"] == 2
+    assert rep["mixed"] == [f"runs/vgg3/seed2 ({s['arithmetic']})"] and rep["rows"][0].n == 2
     assert not [u for u in rep["unfinished"] if "/vgg3/" in u]
     assert f"{MIXED_LINE}: runs/vgg3/seed2" in render_md(rep)
     rows = [line.split(" | ") for line in readme_table(rep, "vgg3:3").splitlines()[2:]]
     assert [r[2] for r in rows if r[0] == "| vgg3"][1] == "computed in two arithmetics: seed 2"
     (run / MIXED_NOTE).write_text("kept: the fp32 epochs are the last 50, after the bf16 ones converged\n")
     rep = collect(study, figures=False)
-    assert not rep["mixed"] and rep["rows"][0]["n"] == 3 and "fp32 (epochs" in rep["rows"][0]["arithmetic"]
+    assert not rep["mixed"] and rep["rows"][0].n == 3 and "fp32 (epochs" in rep["rows"][0].arithmetic
 
 
 def test_a_finished_run_trained_without_the_test_set_is_not_called_unfinished(tmp_path):
@@ -420,7 +420,7 @@ def test_a_finished_run_trained_without_the_test_set_is_not_called_unfinished(tm
     rep = collect(study, figures=False)
     # the other presets the records' study.json plans have no folder here: listed as not finished; vgg3 is not
     assert rep["untested"] == ["runs/vgg3/seed2"] and not [u for u in rep["unfinished"] if "/vgg3/" in u]
-    assert rep["rows"][0]["n"] == 2
+    assert rep["rows"][0].n == 2
     said = next((x for x in render_md(rep).splitlines() if x.startswith("Not finished")), "")
     assert f"{UNTESTED_LINE}: runs/vgg3/seed2" in render_md(rep) and "vgg3" not in said
     rows = [line.split(" | ") for line in readme_table(rep, "vgg3:3").splitlines()[2:]]
@@ -530,10 +530,10 @@ def test_the_fidelity_table_says_how_much_a_last_epoch_figure_moves(tmp_path):
         late = [100 * r["val_acc"] for r in read_metrics(study / "runs" / run)[50:]]  # epochs 51-100
         return np.std(late, ddof=1)
 
-    rows = {r["experiment"]: r for r in rep["rows"]}
-    assert rows["weight_decay"]["late_epoch_sd"] == pytest.approx(spread("weight_decay/seed0"))
-    assert rows["vgg3"]["late_epoch_sd"] == pytest.approx((spread("vgg3/seed0") + spread("vgg3/seed1")) / 2)
-    assert rows["weight_decay"]["late_epoch_sd"] > 0.5 > 0.2 > rows["vgg3"]["late_epoch_sd"]
+    rows = {r.experiment: r for r in rep["rows"]}
+    assert rows["weight_decay"].late_epoch_sd == pytest.approx(spread("weight_decay/seed0"))
+    assert rows["vgg3"].late_epoch_sd == pytest.approx((spread("vgg3/seed0") + spread("vgg3/seed1")) / 2)
+    assert rows["weight_decay"].late_epoch_sd > 0.5 > 0.2 > rows["vgg3"].late_epoch_sd
     head, body = fidelity_table(rep)
     col = head.index("epoch to epoch")
     assert {r[0]: r[col] for r in body}["weight_decay"] == f"sd {spread('weight_decay/seed0'):.2f}"
@@ -736,16 +736,16 @@ def test_the_report_gives_the_paired_test_by_seed_beside_welchs():
     from cifarlab.reporting.report import collect, render_html, render_md
     bf16_dir = RECORDS.parent / "protocol-bf16"
     rep = collect([RECORDS, bf16_dir], figures=False, out_dir=RECORDS.parent / "study")
-    c = next(x for x in rep["comparisons"] if (x["a"], x["b"]) == ("vgg3 amp=native", "vgg3"))
+    c = next(x for x in rep["comparisons"] if (x.a, x.b) == ("vgg3 amp=native", "vgg3"))
     a = [100 * s["test_acc"] for s in summaries(bf16_dir, "vgg3")[:3]]
     b = [100 * s["test_acc"] for s in summaries(RECORDS, "vgg3")[:3]]
     d = np.subtract(a, b)
     se = d.std(ddof=1) / np.sqrt(3)
     lo, hi = d.mean() - stats.t.ppf(0.975, 2) * se, d.mean() + stats.t.ppf(0.975, 2) * se
-    assert c["test"] == "paired" and c["paired"]["seeds"] == [0, 1, 2] and c["paired"]["diffs"] == pytest.approx(d)
-    assert c["ci"] == pytest.approx([lo, hi]) and c["t"] == pytest.approx(d.mean() / se) and c["df"] == 2
+    assert c.test == "paired" and c.paired["seeds"] == [0, 1, 2] and c.paired["diffs"] == pytest.approx(d)
+    assert c.ci == pytest.approx([lo, hi]) and c.t == pytest.approx(d.mean() / se) and c.df == 2
     w = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert c["welch"]["ci"] == pytest.approx([w.low, w.high]) and c["distinguishable"] == (c["p"] < 0.05)
+    assert c.welch["ci"] == pytest.approx([w.low, w.high]) and c.distinguishable == (c.p < 0.05)
     md, html = render_md(rep), render_html(rep, RECORDS.parent / "study")
     row = next(x for x in md.splitlines() if x.startswith("| vgg3 amp=native | vgg3 | vgg3 amp=native against"))
     assert f"| [{w.low:+.2f}, {w.high:+.2f}] |" in row and f"| [{lo:+.2f}, {hi:+.2f}] |" in row

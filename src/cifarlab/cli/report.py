@@ -52,7 +52,7 @@ def cmd_report(args) -> int:
     dirs = dirs or [latest_study()]
     out = Path(args.out) if args.out else dirs[0]
     rep = write_report(dirs if len(dirs) > 1 else dirs[0], args.data, out)
-    print(f"{len(rep['rows'])} experiments, {sum(r['n'] for r in rep['rows'])} finished runs, "
+    print(f"{len(rep['rows'])} experiments, {sum(r.n for r in rep['rows'])} finished runs, "
           f"{len(rep['unfinished'])} unfinished, {len(rep['comparisons'])} comparisons"
           + (f", {len(rep['untested'])} trained without the test set" if rep.get("untested") else "")
           + (f", {len(rep['mixed'])} computed in two arithmetics (not in the table)" if rep.get("mixed") else "")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import report
 from .groups import IGNORED, _against, _value, label_groups, settings_of  # noqa: F401 (compare's names too)
+from .model import Comparison, to_json, typed
 
 def group_runs(run_dirs) -> tuple[list[dict], list[str]]:
     """[{label, name, settings, runs}] in the order of each group's first run, and the folders left out."""
@@ -63,22 +64,22 @@ def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None
     rows = []
     for g in groups:
         row = report.experiment_row(g["label"], g["runs"])
-        row["beyond_study"] = False  # a user's runs: not rows of the study
-        row["description"] = _against(g, groups[0]) if g is not groups[0] else "(the reference)"
-        row["runs"] = [str(r["dir"]) for r in g["runs"]]
+        row.beyond_study = False  # a user's runs: not rows of the study
+        row.description = _against(g, groups[0]) if g is not groups[0] else "(the reference)"
+        row.runs = [str(r["dir"]) for r in g["runs"]]
         rows.append(row)
     first = rows[0]
     comps = []
     for g, r in zip(groups[1:], rows[1:]):
-        if r["n"] < 2 or first["n"] < 2:
+        if r.n < 2 or first.n < 2:
             continue
         t = report.tested(r, first)
-        comps.append({"a": r["experiment"], "b": first["experiment"], "claim": _against(g, groups[0]),
-                      "n_a": r["n"], "n_b": first["n"], **t, "same_epochs": r["epochs"] == first["epochs"],
-                      "comparable": r["comparable"] and first["comparable"]})
+        comps.append(Comparison(a=r.experiment, b=first.experiment, claim=_against(g, groups[0]), n_a=r.n,
+                                n_b=first.n, **t, same_epochs=r.epochs == first.epochs,
+                                comparable=r.comparable and first.comparable))
         if within is not None:  # by the interval of the verdict's test
-            comps[-1]["within"] = within
-            comps[-1]["equivalent"] = -within <= t["ci"][0] and t["ci"][1] <= within
+            comps[-1].within = within
+            comps[-1].equivalent = -within <= t["ci"][0] and t["ci"][1] <= within
     shared = {k: v for k, v in groups[0]["settings"].items()
               if all(_value(g["settings"][k]) == _value(v) for g in groups)}
     out = {"out_dir": str(out_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -88,15 +89,15 @@ def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None
         return out
     fig_dir = Path(out_dir) / "compare_files"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    tag = "" if all(r["comparable"] for r in rows) else " (scaled: not comparable)"
+    tag = "" if all(r.comparable for r in rows) else " (scaled: not comparable)"
     path = fig_dir / "overlay-val_acc.png"
-    plots.overlay({r["experiment"]: report.mean_history(g["runs"]) for g, r in zip(groups, rows)}, path,
+    plots.overlay({r.experiment: report.mean_history(g["runs"]) for g, r in zip(groups, rows)}, path,
                   title=f"validation accuracy, mean over seeds{tag}")
     out["figures"]["overlay"] = path.name
     for i, (g, r) in enumerate(zip(groups, rows), 1):
-        seeds = f"mean of {r['n']} seeds" if r["n"] > 1 else "1 seed"
+        seeds = f"mean of {r.n} seeds" if r.n > 1 else "1 seed"
         path = fig_dir / f"curves-{i}.png"
-        plots.curves(report.mean_history(g["runs"]), path, title=f"{r['experiment']}, {seeds}",
+        plots.curves(report.mean_history(g["runs"]), path, title=f"{r.experiment}, {seeds}",
                      l2=report.l2_of(g["runs"]))
         out["figures"][f"curves-{i}"] = path.name
     return out
@@ -104,6 +105,7 @@ def collect(run_dirs, out_dir, figures: bool = True, within: float | None = None
 
 def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     """The report's results table without the published figures (a user's settings have none)."""
+    rep = typed(rep)
     head, body = report.results_table(rep)
     drop = {i for i, h in enumerate(head)
             if h in ("seed report", "article") or (h == "diff" and head[i - 1] in ("seed report", "article"))}
@@ -113,6 +115,7 @@ def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    rep = typed(rep)
     head, body = report.stats_table(rep)
     head = ["settings of A (vs B)" if h == "claim" else h for h in head]
     if rep.get("within") is not None:
@@ -121,25 +124,27 @@ def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
-def _equivalence(c: dict) -> str:
-    lo, hi, m = c["ci"][0], c["ci"][1], c["within"]
-    which = "paired" if c.get("test") == "paired" else "Welch"
-    if c["equivalent"]:
+def _equivalence(c: Comparison) -> str:
+    lo, hi, m = c.ci[0], c.ci[1], c.within
+    which = "paired" if c.test == "paired" else "Welch"
+    if c.equivalent:
         return f"equivalent: the {which} interval lies inside ±{m:g}"
     far = lo if abs(lo) > abs(hi) else hi  # the end farthest beyond the margin
     return f"not shown equivalent: the {which} interval reaches {far:+.2f}, beyond ±{m:g}"
 
 
 def groups_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    rep = typed(rep)
     return (["group", "settings against the first group", "seeds", "device", "run folders"],
-            [[r["experiment"], r["description"], ", ".join(map(str, r["seeds"])), report._short_device(r["device"]),
-              " ".join(r["runs"])] for r in rep["rows"]])
+            [[r.experiment, r.description, ", ".join(map(str, r.seeds)), report._short_device(r.device),
+              " ".join(r.runs)] for r in rep["rows"]])
 
 
 def devices_note(rep: dict) -> str | None:
     """A warning where the groups ran on different devices: their times then measure the machines
     as much as the settings (accuracy is unaffected). None where they share one."""
-    devices = {r["device"] for r in rep["rows"]}
+    rep = typed(rep)
+    devices = {r.device for r in rep["rows"]}
     if len(devices) < 2:
         return None
     return ("The groups ran on different devices (see Groups): wall and epoch times compare the machines "
@@ -147,9 +152,9 @@ def devices_note(rep: dict) -> str | None:
 
 
 def _intro(rep: dict) -> str:
-    n = sum(r["n"] for r in rep["rows"])
+    n = sum(r.n for r in rep["rows"])
     return (f"{n} finished run(s) in {len(rep['rows'])} group(s): runs whose settings agree on everything "
-            f"but the seed form a group; each group is tested against the first, {rep['rows'][0]['experiment']}.")
+            f"but the seed form a group; each group is tested against the first, {rep['rows'][0].experiment}.")
 
 
 def _shared_line(rep: dict) -> str:
@@ -172,11 +177,12 @@ NOTE = ("Test accuracy on the 10,000 CIFAR-10 test images, in % (mean ± standar
 
 
 def render_md(rep: dict) -> str:
+    rep = typed(rep)
     t = report.md_table
     figs = rep["figures"]
     md = [f"# CIFAR-10 run comparison: {rep['out_dir']}", "", f"Created {rep['created']}. {_intro(rep)}", "",
           _shared_line(rep) + ".", ""]
-    if any(not r["comparable"] for r in rep["rows"]):
+    if any(not r.comparable for r in rep["rows"]):
         md += [f"**{report.NOTE_SCALED}**", ""]
     md += ["## Results", "", NOTE, "", t(*results_table(rep)), ""]
     if devices_note(rep):
@@ -195,18 +201,19 @@ def render_md(rep: dict) -> str:
     if figs:
         md += ["## Validation accuracy", "", f"![validation accuracy](compare_files/{figs['overlay']})", "",
                "## Learning curves per group", ""]
-        md += [f"### {r['experiment']}\n\n![{r['experiment']}](compare_files/{figs[f'curves-{i}']})\n"
+        md += [f"### {r.experiment}\n\n![{r.experiment}](compare_files/{figs[f'curves-{i}']})\n"
                for i, r in enumerate(rep["rows"], 1) if f"curves-{i}" in figs]
     return "\n".join(md) + "\n"
 
 
 def render_html(rep: dict, out_dir) -> str:
+    rep = typed(rep)
     e, t = html.escape, report.html_table
     fig_dir = Path(out_dir) / "compare_files"
     figs = rep["figures"]
     parts = [f"<h1>CIFAR-10 run comparison</h1><p>{e(rep['out_dir'])}: created {e(rep['created'])}. "
              f"{e(_intro(rep))}</p><p>{e(_shared_line(rep))}.</p>"]
-    if any(not r["comparable"] for r in rep["rows"]):
+    if any(not r.comparable for r in rep["rows"]):
         parts.append(f'<p class="note">{e(report.NOTE_SCALED)}</p>')
     parts.append(f"<h2>Results</h2><p>{e(NOTE)}</p>" + t(*results_table(rep), cls="results"))
     if devices_note(rep):
@@ -230,8 +237,8 @@ def render_html(rep: dict, out_dir) -> str:
         parts.append("<h2>Learning curves per group</h2><div class=grid>")
         for i, r in enumerate(rep["rows"], 1):
             if f"curves-{i}" in figs:
-                parts.append(f"<figure>{report._img(fig_dir / figs[f'curves-{i}'], r['experiment'])}"
-                             f"<figcaption>{e(r['experiment'])}</figcaption></figure>")
+                parts.append(f"<figure>{report._img(fig_dir / figs[f'curves-{i}'], r.experiment)}"
+                             f"<figcaption>{e(r.experiment)}</figcaption></figure>")
         parts.append("</div>")
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>CIFAR-10 run comparison</title>"
             f"<style>{report.CSS}</style></head><body>{''.join(parts)}</body></html>\n")
@@ -243,12 +250,13 @@ def write_compare(run_dirs, out_dir, within: float | None = None) -> dict:
     rep = collect(run_dirs, out_dir, within=within)
     atomic_write_text(out_dir / "compare.md", render_md(rep))
     atomic_write_text(out_dir / "compare.html", render_html(rep, out_dir))
-    atomic_write_text(out_dir / "compare.json", json.dumps(rep, indent=2, default=str))
+    atomic_write_text(out_dir / "compare.json", json.dumps(rep, indent=2, default=to_json))
     return rep
 
 
 def format_table(rep: dict) -> list[str]:
     """The results and the tests against the first group, as aligned text for the terminal."""
+    rep = typed(rep)
     lines = []
     for head, body in (results_table(rep), _short_stats(rep)):
         if not body:

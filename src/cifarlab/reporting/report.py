@@ -4,7 +4,8 @@
     cifarlab report                        # the most recent study under ./studies
 
     from cifarlab.reporting.report import collect, write_report
-    rep = collect("studies/quick", figures=False)   # the numbers: rep["rows"], one per experiment, rep["comparisons"]
+    rep = collect("studies/quick", figures=False)   # the numbers: rep["rows"] (model.Row, one per experiment),
+                                                    # rep["comparisons"] (model.Comparison), rep["fidelity"]
     write_report("studies/quick")                   # the three files, as the command writes them
 
 The HTML embeds every figure as base64 PNG, so the one file opens offline; report.md
@@ -26,6 +27,7 @@ from ..config import STUDY_ORDER, study_order
 from ..errors import CifarlabError
 from .claims import study_claims
 from .groups import network_of
+from .model import Cell, Check, Comparison, Row, text_of, to_json, typed
 from ..study.jobs import epochs_done, preset_seeds, read_study
 
 REFS = (("seed_report", "seed report"), ("article", "article"))
@@ -138,35 +140,33 @@ def late_epoch_sd(run: dict) -> float | None:
     return float(np.std(late, ddof=1))
 
 
-def experiment_row(name: str, rs: list[dict], preset: str | None = None) -> dict:
+def experiment_row(name: str, rs: list[dict], preset: str | None = None) -> Row:
     """Mean and spread of one experiment's seeds, beside the published figures (all in %); `name` is
     the row's label where it is not the preset's name ("vgg3 amp=native")."""
     accs = [100 * r["summary"]["test_acc"] for r in rs]
     ref = rs[0]["summary"].get("reference") or {}
     mean = float(np.mean(accs))
-    row = {
-        "experiment": name, "preset": preset or name, "n": len(accs), "seeds": [r["summary"]["seed"] for r in rs],
-        "test_acc": accs, "mean": mean, "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
-        "epochs": sorted({r["summary"]["epochs"] for r in rs}),
-        "wall_seconds": float(np.mean([r["summary"]["wall_seconds"] for r in rs])),
-        # the steadier cost figure: an epoch slowed by other work or a pause moves the wall, not the median
-        "median_epoch_seconds": _median_epoch(rs),
-        "comparable": all(r["summary"].get("comparable", True) for r in rs),
-        "train_images": sorted({r["summary"]["train_images"] for r in rs}),
-        "description": rs[0]["config"].get("description", ""),
-        "beyond_study": (preset or name) not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
-        "device": _devices(rs),
-        "arithmetic": "/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
-        "network": network_of(rs[0]["config"]),  # a row's runs share their settings: what pairs it by seed
-    }
     late = [v for v in map(late_epoch_sd, rs) if v is not None]
-    row["late_epoch_sd"] = float(np.mean(late)) if late else None  # mean over the seeds
-    for key, _ in REFS:
-        v = ref.get(key)
-        row[key] = float(v) if v is not None else None
-        row[f"diff_{key}"] = mean - float(v) if v is not None else None
-    return row
-
+    published = {key: float(ref[key]) if ref.get(key) is not None else None for key, _ in REFS}
+    return Row(
+        experiment=name, preset=preset or name, n=len(accs), seeds=[r["summary"]["seed"] for r in rs],
+        test_acc=accs, mean=mean, std=float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+        epochs=sorted({r["summary"]["epochs"] for r in rs}),
+        wall_seconds=float(np.mean([r["summary"]["wall_seconds"] for r in rs])),
+        # the steadier cost figure: an epoch slowed by other work or a pause moves the wall, not the median
+        median_epoch_seconds=_median_epoch(rs),
+        comparable=all(r["summary"].get("comparable", True) for r in rs),
+        train_images=sorted({r["summary"]["train_images"] for r in rs}),
+        description=rs[0]["config"].get("description", ""),
+        beyond_study=(preset or name) not in STUDY_ORDER,  # a recipe of cifarlab's own (fast94, fast_combined)
+        device=_devices(rs),
+        arithmetic="/".join(sorted({arithmetic(r["summary"], r["config"]) for r in rs})),
+        network=network_of(rs[0]["config"]),  # a row's runs share their settings: what pairs it by seed
+        late_epoch_sd=float(np.mean(late)) if late else None,  # mean over the seeds
+        seed_report=published["seed_report"],
+        diff_seed_report=mean - published["seed_report"] if published["seed_report"] is not None else None,
+        article=published["article"],
+        diff_article=mean - published["article"] if published["article"] is not None else None)
 
 # How far a comparable row may lie from a published figure before it is investigated (points).
 TOLERANCE = 1.5
@@ -178,19 +178,18 @@ RULE = ("A comparable row is checked against each published figure: a difference
         "read at the last epoch, as the study's were, is one draw from that spread.")
 
 
-def fidelity(rows: list[dict]) -> list[dict]:
+def fidelity(rows: list[Row]) -> list[Check]:
     """Each published figure of each comparable study row against the tolerance (RULE)."""
     out = []
     for r in rows:
-        if not r["comparable"] or r["beyond_study"]:
+        if not r.comparable or r.beyond_study:
             continue
-        limit = TOLERANCE if r["std"] is None else min(TOLERANCE, 2 * r["std"])
+        limit = TOLERANCE if r.std is None else min(TOLERANCE, 2 * r.std)
         for key, label in REFS:
-            if r[key] is not None:
-                d = r[f"diff_{key}"]
-                out.append({"experiment": r["experiment"], "source": label, "published": r[key],
-                            "ours": r["mean"], "n": r["n"], "diff": d, "limit": limit, "beyond": abs(d) > limit,
-                            "late_epoch_sd": r["late_epoch_sd"]})
+            if r.published(key) is not None:
+                d = r.diff(key)
+                out.append(Check(experiment=r.experiment, source=label, published=r.published(key), ours=r.mean,
+                                 n=r.n, diff=d, limit=limit, beyond=abs(d) > limit, late_epoch_sd=r.late_epoch_sd))
     return out
 
 
@@ -254,27 +253,27 @@ def paired(a: list[float], b: list[float], seeds: list[int]) -> dict:
     return {**out, "t": float(r.statistic), "p": float(r.pvalue), "ci": (float(ci.low), float(ci.high))}
 
 
-def _pairs(a: dict, b: dict) -> tuple[list[int], str]:
+def _pairs(a: Row, b: Row) -> tuple[list[int], str]:
     """The seeds that pair rows a and b, and why they are paired or not. Runs of one seed and one network
     start from the same weights and see the same batches: two rows of one network that share two seeds or
     more are pairs by seed."""
-    common = sorted(set(a["seeds"]) & set(b["seeds"]))
+    common = sorted(set(a.seeds) & set(b.seeds))
     if len(common) < 2:
         return [], "no seed in common" if not common else f"one seed in common ({common[0]})"
-    if a.get("network") is None or a.get("network") != b.get("network"):
+    if a.network is None or a.network != b.network:
         return [], "different networks"
     return common, f"{len(common)} pairs by seed"
 
 
-def tested(a: dict, b: dict) -> dict:
+def tested(a: Row, b: Row) -> dict:
     """Row a against row b: Welch's test always, the paired test by seed where the design gives pairs
     (_pairs). The verdict uses the paired test where there is one, else Welch's: "test" names it, and
     diff, t, p, df and ci are its numbers; "welch" and "paired" (None without pairs) hold both tests."""
-    w = welch(a["test_acc"], b["test_acc"])
+    w = welch(a.test_acc, b.test_acc)
     seeds, why = _pairs(a, b)
     pt = None
     if seeds:
-        acc_a, acc_b = dict(zip(a["seeds"], a["test_acc"])), dict(zip(b["seeds"], b["test_acc"]))
+        acc_a, acc_b = dict(zip(a.seeds, a.test_acc)), dict(zip(b.seeds, b.test_acc))
         pt = paired([acc_a[k] for k in seeds], [acc_b[k] for k in seeds], seeds)
     used = pt or w
     return {"test": "paired" if pt else "welch", "pairing": why,
@@ -282,11 +281,11 @@ def tested(a: dict, b: dict) -> dict:
             "distinguishable": used["p"] < 0.05}
 
 
-def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
+def comparisons(rows: dict[str, Row], bases: dict[str, str]) -> list[Comparison]:
     """The study's claims first, then each experiment against the preset it varies, each between rows
     of the same settings (the plain rows, then those of each other setting); then each row of other
     settings against its preset's plain row."""
-    key = {(r.get("preset", k), tuple(r.get("variant") or ())): k for k, r in rows.items()}
+    key = {(r.preset, tuple(r.variant or ())): k for k, r in rows.items()}
     pairs = []
     for v in dict.fromkeys([()] + [v for _, v in key]):
         mine = [(c.experiment, c.against, c.said) for c in study_claims().claims]
@@ -298,16 +297,15 @@ def comparisons(rows: dict[str, dict], bases: dict[str, str]) -> list[dict]:
                 seen |= {(a, b), (b, a)}
         pairs += [(key.get((a, v)), key.get((b, v)), claim) for a, b, claim in mine]
     for k, r in rows.items():
-        if r.get("variant"):
-            pairs.append((k, key.get((r["preset"], ())), f"{k} against {r['preset']}, the same preset: {r['against']}"))
+        if r.variant:
+            pairs.append((k, key.get((r.preset, ())), f"{k} against {r.preset}, the same preset: {r.against}"))
     out = []
     for a, b, claim in pairs:
-        if a not in rows or b not in rows or rows[a]["n"] < 2 or rows[b]["n"] < 2:
+        if a not in rows or b not in rows or rows[a].n < 2 or rows[b].n < 2:
             continue
-        same_length = rows[a]["epochs"] == rows[b]["epochs"]
-        out.append({"a": a, "b": b, "claim": claim, "n_a": rows[a]["n"], "n_b": rows[b]["n"],
-                    **tested(rows[a], rows[b]), "same_epochs": same_length,
-                    "comparable": rows[a]["comparable"] and rows[b]["comparable"]})
+        same_length = rows[a].epochs == rows[b].epochs
+        out.append(Comparison(a=a, b=b, claim=claim, n_a=rows[a].n, n_b=rows[b].n, **tested(rows[a], rows[b]),
+                              same_epochs=same_length, comparable=rows[a].comparable and rows[b].comparable))
     return out
 
 
@@ -490,10 +488,10 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
     rows = {}
     for g in groups:
         rows[g["label"]] = row = experiment_row(g["label"], g["runs"], g["name"])
-        row["variant"], row["runs"] = g["variant"], [str(r["dir"]) for r in g["runs"]]
+        row.variant, row.runs = g["variant"], [str(r["dir"]) for r in g["runs"]]
         if g["variant"]:  # what the row changes from its preset's plain row, said where the preset is described
-            row["against"] = g["against"]
-            row["description"] = f"{row['description']}; this row: {g['against']}".lstrip("; ")
+            row.against = g["against"]
+            row.description = f"{row.description}; this row: {g['against']}".lstrip("; ")
     metas = []
     for d in dirs:
         metas.append(read_study(d) or {})
@@ -513,8 +511,8 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
         old.unlink()
     figs = out["figures"]
     for n in names:
-        tag = "" if rows[n]["comparable"] else " (scaled: not comparable)"
-        seeds = f"mean of {rows[n]['n']} seeds" if rows[n]["n"] > 1 else "1 seed"
+        tag = "" if rows[n].comparable else " (scaled: not comparable)"
+        seeds = f"mean of {rows[n].n} seeds" if rows[n].n > 1 else "1 seed"
         path = fig_dir / f"curves-{_slug(n)}.png"
         plots.curves(mean_history(runs[n]), path, title=f"{n}, {seeds}{tag}", l2=l2_of(runs[n]))
         figs[f"curves-{n}"] = path.name
@@ -524,7 +522,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
             continue
         title, slug = group.title, group.slug
         path = fig_dir / f"group-{slug}.png"
-        tag = "" if all(rows[m]["comparable"] for m in present) else " (scaled: not comparable)"
+        tag = "" if all(rows[m].comparable for m in present) else " (scaled: not comparable)"
         plots.overlay({m: mean_history(runs[m]) for m in present}, path,
                       title=f"{title}: validation accuracy, mean over seeds{tag}")
         figs[f"group-{slug}"] = path.name
@@ -533,7 +531,7 @@ def collect(study_dir, data_path=None, figures: bool = True, out_dir=None) -> di
         if len(kin) < 2:
             continue
         path = fig_dir / f"group-{_slug(name)}-by-settings.png"
-        tag = "" if all(rows[m]["comparable"] for m in kin) else " (scaled: not comparable)"
+        tag = "" if all(rows[m].comparable for m in kin) else " (scaled: not comparable)"
         plots.overlay({m: mean_history(runs[m]) for m in kin}, path,
                       title=f"{name} by settings: validation accuracy, mean over seeds{tag}")
         figs[f"group-{_slug(name)}-by-settings"] = path.name
@@ -575,7 +573,7 @@ def _f(v, fmt="{:.2f}", signed=False) -> str:
 
 
 def _mark(row) -> str:
-    return "" if row["comparable"] else "†"
+    return "" if row.comparable else "†"
 
 
 UNTESTED_LINE = "Trained without the test set (test=false; not in the table)"
@@ -585,58 +583,66 @@ NOTE_BEYOND = ("‡ beyond the study: a recipe the study did not run (cifarlab's
 
 def beyond_lines(rep: dict) -> list[str]:
     """One sentence per beyond-the-study row: its accuracy and time beside the study's epochs."""
+    rep = typed(rep)
     from ..config import load_preset
-    study = [r for r in rep["rows"] if not r["beyond_study"]]
+    study = [r for r in rep["rows"] if not r.beyond_study]
     lines = []
     for r in rep["rows"]:
-        if not r["beyond_study"]:
+        if not r.beyond_study:
             continue
-        line = (f"{r['experiment']}: {r['mean']:.2f}% test{_mark(r)} (mean of {r['n']}) after "
-                f"{'/'.join(map(str, r['epochs']))} epochs, {_duration(r['wall_seconds'])} of training per run"
-                + (f" on {r['device']}" if r["device"] else ""))
+        line = (f"{r.experiment}: {r.mean:.2f}% test{_mark(r)} (mean of {r.n}) after "
+                f"{'/'.join(map(str, r.epochs))} epochs, {_duration(r.wall_seconds)} of training per run"
+                + (f" on {r.device}" if r.device else ""))
         if study:
-            top = max(study, key=lambda x: x["mean"])
-            line += (f"; the study's best row here, {top['experiment']}, has {top['mean']:.2f}%{_mark(top)} "
-                     f"after {'/'.join(map(str, top['epochs']))} epochs ({_duration(top['wall_seconds'])} per run)")
-        refs = [x for x in study if x.get("seed_report")]
+            top = max(study, key=lambda x: x.mean)
+            line += (f"; the study's best row here, {top.experiment}, has {top.mean:.2f}%{_mark(top)} "
+                     f"after {'/'.join(map(str, top.epochs))} epochs ({_duration(top.wall_seconds)} per run)")
+        refs = [x for x in study if x.seed_report]
         if refs:
-            best = max(refs, key=lambda x: x["seed_report"])
-            line += (f"; of these rows, the seed report's highest figure is {best['seed_report']:.2f}% "
-                     f"({best['experiment']}, {load_preset(best['preset']).epochs} epochs)")
+            best = max(refs, key=lambda x: x.seed_report)
+            line += (f"; of these rows, the seed report's highest figure is {best.seed_report:.2f}% "
+                     f"({best.experiment}, {load_preset(best.preset).epochs} epochs)")
         lines.append(line + ".")
     return lines
 
 
 def _beyond_noise(rep: dict) -> set[tuple[str, str]]:
     """(experiment, published by) of every difference beyond noise: what the tables set in bold."""
-    return {(c["experiment"], c["source"]) for c in rep.get("fidelity", []) if c["beyond"]}
+    return {(c.experiment, c.source) for c in rep.get("fidelity", []) if c.beyond}
 
 
 def bold_note(rep: dict) -> str:
     """The line under a results table whose bold differences are beyond noise ("" when none is)."""
+    rep = typed(rep)
     if not _beyond_noise(rep):
         return ""
     return (f"A difference in bold is beyond noise ({TOLERANCE} points, or twice the standard deviation where "
             "n > 1): see the section \"Against the published figures\".")
 
 
-def results_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+def _acc(r: Row) -> str:
+    """A row's accuracy cell: mean ± std, and its mark (†: scaled)."""
+    return f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.std is not None else "") + _mark(r)
+
+
+def results_table(rep: dict) -> tuple[list[str], list[list]]:
+    """The results table: a difference beyond noise is a Cell with `beyond` set, the comparable
+    column a Cell with its tone."""
+    rep = typed(rep)
     head = ["experiment", "test acc % (mean ± std)", "n", "seed report", "diff", "article", "diff",
             "epochs", "wall / run", "median epoch", "arithmetic", "comparable"]
     body = []
     beyond = _beyond_noise(rep)
     for r in rep["rows"]:
         m = _mark(r)
-        acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
-
-        diff = [_f(r[f"diff_{key}"], signed=True) + (m if r[f"diff_{key}"] is not None else "") for key, _ in REFS]
-        diff = [f"**{v}**" if (r["experiment"], label) in beyond else v for v, (_, label) in zip(diff, REFS)]
-        body.append([r["experiment"] + (" ‡" if r["beyond_study"] else ""), acc, str(r["n"]), _f(r["seed_report"]),
-                     diff[0], _f(r["article"]), diff[1],
-                     "/".join(map(str, r["epochs"])), _duration(r["wall_seconds"]),
-                     _f(r.get("median_epoch_seconds"), "{:.0f} s"),
-                     r.get("arithmetic", "?"),
-                     "yes" if r["comparable"] else "no (scaled)"])
+        diff = [Cell(_f(r.diff(key), signed=True) + (m if r.diff(key) is not None else ""),
+                     beyond=(r.experiment, label) in beyond) for key, label in REFS]
+        body.append([r.experiment + (" ‡" if r.beyond_study else ""), _acc(r), str(r.n), _f(r.seed_report),
+                     diff[0], _f(r.article), diff[1],
+                     "/".join(map(str, r.epochs)), _duration(r.wall_seconds),
+                     _f(r.median_epoch_seconds, "{:.0f} s"),
+                     r.arithmetic,
+                     Cell("yes", tone="yes") if r.comparable else Cell("no (scaled)", tone="no")])
     return head, body
 
 
@@ -647,21 +653,22 @@ def _ci(ci) -> str:
 def stats_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     """Each comparison by both tests, Welch's and (where the rows are pairs by seed) the paired one, and
     the verdict of the test it names."""
+    rep = typed(rep)
     head = ["A", "B", "claim", "n A / B", "A - B (pp)", "95% CI (Welch)", "p (Welch)", "paired A - B",
             "95% CI (paired)", "p (paired)", "test of the verdict", "verdict"]
     body = []
     for c in rep["comparisons"]:
-        verdict = "distinguishable" if c["distinguishable"] else "not distinguishable from noise"
+        verdict = "distinguishable" if c.distinguishable else "not distinguishable from noise"
         notes = []
-        if not c["same_epochs"]:
+        if not c.same_epochs:
             notes.append("different epochs")
-        if not c["comparable"]:
+        if not c.comparable:
             notes.append("scaled runs")
         if notes:
             verdict += f" ({', '.join(notes)})"
-        w, pt = c.get("welch") or c, c.get("paired")
-        test = (f"paired by seed ({pt['n']} pairs)" if pt else f"Welch ({c.get('pairing', 'no pairs')})")
-        body.append([c["a"], c["b"], c["claim"], f"{c['n_a']} / {c['n_b']}", _f(w["diff"], signed=True),
+        w, pt = c.welch, c.paired
+        test = (f"paired by seed ({pt['n']} pairs)" if pt else f"Welch ({c.pairing})")
+        body.append([c.a, c.b, c.claim, f"{c.n_a} / {c.n_b}", _f(w["diff"], signed=True),
                      _ci(w["ci"]), _f(w["p"], "{:.3g}"), _f(pt["diff"], signed=True) if pt else "-",
                      _ci(pt["ci"]) if pt else "-", _f(pt["p"], "{:.3g}") if pt else "-", test, verdict])
     return head, body
@@ -678,10 +685,11 @@ def text_columns(head: list[str]) -> tuple[int, ...]:
 def paired_table(rep: dict) -> tuple[list[str], list[list[str]]]:
     """The paired tests by seed, pair by pair: each seed's difference, their mean, its 95% interval
     (t distribution, n - 1 df), t and p."""
+    rep = typed(rep)
     head = ["A", "B", "seeds", "A - B by seed (pp)", "mean A - B", "95% CI", "t", "df", "p"]
-    body = [[c["a"], c["b"], ", ".join(map(str, pt["seeds"])), ", ".join(f"{d:+.2f}" for d in pt["diffs"]),
+    body = [[c.a, c.b, ", ".join(map(str, pt["seeds"])), ", ".join(f"{d:+.2f}" for d in pt["diffs"]),
              _f(pt["diff"], signed=True), _ci(pt["ci"]), _f(pt["t"]), str(pt["df"]), _f(pt["p"], "{:.3g}")]
-            for c in rep["comparisons"] if (pt := c.get("paired"))]
+            for c in rep["comparisons"] if (pt := c.paired)]
     return head, body
 
 
@@ -694,34 +702,36 @@ TESTS_TEXT = ("Each difference in mean test accuracy (percentage points) has its
 
 
 def fidelity_table(rep: dict) -> tuple[list[str], list[list[str]]]:
+    rep = typed(rep)
     head = ["experiment", "published by", "published %", "ours %", "n", "diff", "limit", "epoch to epoch",
             "verdict"]
-    body = [[c["experiment"], c["source"], _f(c["published"]), _f(c["ours"]), str(c["n"]),
-             _f(c["diff"], signed=True), f"±{c['limit']:.2f}",
-             "-" if c.get("late_epoch_sd") is None else f"sd {c['late_epoch_sd']:.2f}",
+    body = [[c.experiment, c.source, _f(c.published), _f(c.ours), str(c.n),
+             _f(c.diff, signed=True), f"±{c.limit:.2f}",
+             "-" if c.late_epoch_sd is None else f"sd {c.late_epoch_sd:.2f}",
              _verdict(c, rep.get("findings") or {})]
             for c in rep.get("fidelity", [])]
     return head, body
 
 
-def _verdict(check: dict, findings: dict) -> str:
-    if not check["beyond"]:
+def _verdict(check: Check, findings: dict) -> str:
+    if not check.beyond:
         return "within"
-    return "BEYOND NOISE: finding below" if check["experiment"] in findings else "BEYOND NOISE: investigate"
+    return "BEYOND NOISE: finding below" if check.experiment in findings else "BEYOND NOISE: investigate"
 
 
 def fidelity_summary(rep: dict) -> str:
+    rep = typed(rep)
     checks = rep.get("fidelity", [])
     if not checks:
         return "No comparable row with a published figure yet: nothing to check."
-    beyond = [c for c in checks if c["beyond"]]
-    rows = len({c["experiment"] for c in checks})
+    beyond = [c for c in checks if c.beyond]
+    rows = len({c.experiment for c in checks})
     if not beyond:
         return f"All {len(checks)} checks of the {rows} comparable row(s) are within the limit."
     found = rep.get("findings") or {}
-    open_ = [c for c in beyond if c["experiment"] not in found]
+    open_ = [c for c in beyond if c.experiment not in found]
     return (f"{len(beyond)} of {len(checks)} checks are beyond the limit: "
-            + ", ".join(f"{c['experiment']} against the {c['source']} ({c['diff']:+.2f})" for c in beyond) + ". "
+            + ", ".join(f"{c.experiment} against the {c.source} ({c.diff:+.2f})" for c in beyond) + ". "
             + (f"{len(beyond) - len(open_)} of them with a finding below, {len(open_)} without one yet."
                if found else "None has a finding yet: each is under investigation."))
 
@@ -745,7 +755,7 @@ def _settings_line(rep: dict) -> str:
                   f"{len(invs)} invocation(s)" + (f", {_duration(wall)} wall time in those that ended"
                                                   if len(invs) > open_ else "")
                   + (f", {open_} still running or interrupted" if open_ else "")]
-    runs = sum(r["wall_seconds"] * r["n"] for r in rep["rows"])
+    runs = sum(r.wall_seconds * r.n for r in rep["rows"])
     parts.append(f"the finished runs' own training time adds up to {_duration(runs)}")
     return "; ".join(parts)
 
@@ -754,17 +764,24 @@ NOTE_SCALED = ("† scaled run (epochs or training subset changed from the prese
                "published figures; the differences show the pipeline, not the method.")
 
 
-def md_table(head: list[str], body: list[list[str]]) -> str:
+def md_cell(cell) -> str:
+    """A cell in Markdown: a difference beyond noise in bold."""
+    text = text_of(cell).replace("|", "\\|")
+    return f"**{text}**" if getattr(cell, "beyond", False) else text
+
+
+def md_table(head: list[str], body: list[list]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in body]
     return "\n".join(lines)
 
 
 def render_md(rep: dict) -> str:
+    rep = typed(rep)
     table = md_table
     figs = rep["figures"]
     md = [f"# CIFAR-10 study report: {rep['study_dir']}", "", f"Created {rep['created']}. {_settings_line(rep)}.", ""]
-    if any(not r["comparable"] for r in rep["rows"]):
+    if any(not r.comparable for r in rep["rows"]):
         md += [f"**{NOTE_SCALED}**", ""]
     md += ["## Results", "", "Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours minus "
            "the published figure.", "", table(*results_table(rep)), ""]
@@ -787,7 +804,7 @@ def render_md(rep: dict) -> str:
         for name, text in rep["findings"].items():
             md += [f"**{name}.** {text}", ""]
     md += ["## Experiments and the choices where the sources were silent", "",
-           table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]]), ""]
+           table(["experiment", "description"], [[r.experiment, r.description] for r in rep["rows"]]), ""]
     md += ["## Is the difference more than run-to-run noise?", ""]
     if rep["comparisons"]:
         md += [f"{TESTS_TEXT} Both sides need at least two seeds.", "", table(*stats_table(rep)), ""]
@@ -806,8 +823,8 @@ def render_md(rep: dict) -> str:
     if groups:
         md += ["## Groups compared by the study", ""] + [f"![{k}](report_files/{figs[k]})\n" for k in groups]
     md += ["## Learning curves per experiment", ""]
-    md += [f"### {r['experiment']}\n\n![{r['experiment']}](report_files/{figs['curves-' + r['experiment']]})\n"
-           for r in rep["rows"] if f"curves-{r['experiment']}" in figs]
+    md += [f"### {r.experiment}\n\n![{r.experiment}](report_files/{figs['curves-' + r.experiment]})\n"
+           for r in rep["rows"] if f"curves-{r.experiment}" in figs]
     return "\n".join(md) + "\n"
 
 
@@ -841,11 +858,11 @@ def html_table(head: list[str], body: list[list[str]], text_cols=(), cls: str = 
         cells = []
         for i, c in enumerate(row):
             klass = "text" if i in text_cols else ""
-            if c in ("yes", "no (scaled)") and head[i] == "comparable":
-                klass += " yes" if c == "yes" else " no"
-            text = e(c)
-            if len(c) > 4 and c.startswith("**") and c.endswith("**"):  # a difference beyond noise
-                text, klass = f"<b>{e(c[2:-2])}</b>", klass + " beyond"
+            if getattr(c, "tone", ""):
+                klass += f" {c.tone}"
+            text = e(text_of(c))
+            if getattr(c, "beyond", False):  # a difference beyond noise
+                text, klass = f"<b>{text}</b>", klass + " beyond"
             cells.append(f'<td class="{klass.strip()}">{text}</td>' if klass else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -866,13 +883,14 @@ def _inline_html(text: str) -> str:
 
 
 def render_html(rep: dict, study_dir: Path) -> str:
+    rep = typed(rep)
     e = html.escape
     fig_dir = Path(study_dir) / "report_files"
     figs = rep["figures"]
     table = html_table
     parts = [f"<h1>CIFAR-10 study report</h1><p>{e(rep['study_dir'])}: created {e(rep['created'])}. "
              f"{e(_settings_line(rep))}.</p>"]
-    if any(not r["comparable"] for r in rep["rows"]):
+    if any(not r.comparable for r in rep["rows"]):
         parts.append(f'<p class="note">{e(NOTE_SCALED)}</p>')
     parts.append("<h2>Results</h2><p>Test accuracy on the 10,000 CIFAR-10 test images, in %; diff is ours "
                  "minus the published figure.</p>")
@@ -899,7 +917,7 @@ def render_html(rep: dict, study_dir: Path) -> str:
             parts.append("".join(f"<p>{'<b>' + e(name) + '.</b> ' if i == 0 else ''}{_inline_html(p)}</p>"
                                  for i, p in enumerate(paras)))
     parts.append("<h2>Experiments and the choices where the sources were silent</h2>")
-    parts.append(table(["experiment", "description"], [[r["experiment"], r["description"]] for r in rep["rows"]],
+    parts.append(table(["experiment", "description"], [[r.experiment, r.description] for r in rep["rows"]],
                        text_cols=(1,), cls="presets"))
     parts.append("<h2>Is the difference more than run-to-run noise?</h2>")
     if rep["comparisons"]:
@@ -930,10 +948,10 @@ def render_html(rep: dict, study_dir: Path) -> str:
         parts.append("</div>")
     parts.append("<h2>Learning curves per experiment</h2><div class=grid>")
     for r in rep["rows"]:
-        k = f"curves-{r['experiment']}"
+        k = f"curves-{r.experiment}"
         if k in figs:
-            parts.append(f"<figure>{_img(fig_dir / figs[k], r['experiment'])}"
-                         f"<figcaption>{e(r['experiment'])}: {e(r['description'])}</figcaption></figure>")
+            parts.append(f"<figure>{_img(fig_dir / figs[k], r.experiment)}"
+                         f"<figcaption>{e(r.experiment)}: {e(r.description)}</figcaption></figure>")
     parts.append("</div>")
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>CIFAR-10 study report</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
@@ -949,7 +967,7 @@ def write_report(study_dir, data_path=None, out_dir=None) -> dict:
     from ..checkpoint import atomic_write_text
     atomic_write_text(out_dir / "report.md", render_md(rep))
     atomic_write_text(out_dir / "report.html", render_html(rep, out_dir))
-    atomic_write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=str))
+    atomic_write_text(out_dir / "report.json", json.dumps(rep, indent=2, default=to_json))
     return rep
 
 
@@ -967,7 +985,7 @@ def planned(rep: dict, expect: str | None = None) -> dict[str, list[int]]:
     study.json, plus `expect` ("vgg3:3,combined" = vgg3 seeds 0-2, combined seed 0)."""
     out = _planned(rep["meta"], rep.get("study_dir"), expect)
     for r in rep["rows"]:
-        out.setdefault(r["experiment"], set()).update(r["seeds"])
+        out.setdefault(r.experiment, set()).update(r.seeds)
     return {n: sorted(out[n]) for n in study_order(out)}
 
 
@@ -999,13 +1017,13 @@ def _missing(rep: dict, expect: str | None = None) -> dict[str, dict]:
         folder = st["dir"]
         seeds = {}  # label -> the seeds finished in this folder
         for r in rep["rows"]:
-            for run, seed in zip(r["runs"], r["seeds"]):
+            for run, seed in zip(r.runs, r.seeds):
                 if str(Path(run).parents[2]) == str(Path(folder)):
-                    seeds.setdefault(r["experiment"], set()).add(seed)
-        mine = [r for r in rep["rows"] if r["experiment"] in seeds]
-        shared = {tuple(r["variant"]) for r in mine}
+                    seeds.setdefault(r.experiment, set()).add(seed)
+        mine = [r for r in rep["rows"] if r.experiment in seeds]
+        shared = {tuple(r.variant) for r in mine}
         for name, want in _planned(st["meta"], folder, expect if i == 0 else None).items():
-            own = [r["experiment"] for r in mine if r["preset"] == name]
+            own = [r.experiment for r in mine if r.preset == name]
             done = set().union(*(seeds[k] for k in own))
             miss = sorted(s for s in want if s not in done)
             if not miss:
@@ -1039,31 +1057,29 @@ def _short_device(device: str) -> str:
 def readme_table(rep: dict, expect: str | None = None) -> str:
     """The results as a Markdown table for a README: every planned run, finished or not (a run
     that is missing says so; nothing is filled in)."""
+    rep = typed(rep)
     from ..config import load_preset, preset_names
-    rows = {r["experiment"]: r for r in rep["rows"]}
+    rows = {r.experiment: r for r in rep["rows"]}
     lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "
              "| device |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     beyond = _beyond_noise(rep)
 
     def diff(name, key, label):
-        v = _f(rows[name][f"diff_{key}"], signed=True)
-        return f"**{v}**" if (name, label) in beyond else v
+        return md_cell(Cell(_f(rows[name].diff(key), signed=True), beyond=(name, label) in beyond))
 
     missing = _missing(rep, expect)
     several = bool(rep.get("studies"))
-    presets = study_order([r["preset"] for r in rep["rows"]] + [m["preset"] for m in missing.values()])
+    presets = study_order([r.preset for r in rep["rows"]] + [m["preset"] for m in missing.values()])
     for preset in presets:
-        labels = [r["experiment"] for r in rep["rows"] if r["preset"] == preset]
+        labels = [r.experiment for r in rep["rows"] if r.preset == preset]
         labels += [k for k, m in missing.items() if m["preset"] == preset and k not in labels]
         for name in labels:
             r = rows.get(name)
             if r:
-                m = _mark(r)
-                acc = f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "") + m
-                cells = [name, "/".join(map(str, r["epochs"])), acc, str(r["n"]), _f(r["seed_report"]),
-                         diff(name, *REFS[0]), _f(r["article"]), diff(name, *REFS[1]),
-                         _duration(r["wall_seconds"]), r.get("arithmetic", "?"), _short_device(r["device"])]
+                cells = [name, "/".join(map(str, r.epochs)), _acc(r), str(r.n), _f(r.seed_report),
+                         diff(name, *REFS[0]), _f(r.article), diff(name, *REFS[1]),
+                         _duration(r.wall_seconds), r.arithmetic, _short_device(r.device)]
                 lines.append("| " + " | ".join(cells) + " |")
             if name not in missing:
                 continue

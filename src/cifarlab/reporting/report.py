@@ -360,7 +360,7 @@ def best_run_analysis(run: dict, data_path=None) -> dict:
     from ..metrics import confusion_matrix
     from ..engine import evaluate
     state = load(run["dir"] / "checkpoint.pt")
-    model = model_from_checkpoint(state)
+    model = model_from_checkpoint(state, run["dir"] / "checkpoint.pt")  # a mismatch names the file
     try:
         ds = load_cifar10(data_path)
     except (FileNotFoundError, CifarlabError) as e:

@@ -46,11 +46,6 @@ def data_copy(tmp_path_factory, data_dir):
     return dest
 
 
-def _locked(path: Path, mode: int):
-    path.chmod(mode)
-    return path
-
-
 # (case, command with {tmp}/{data}/{run}, what to lock and its mode, words of the line, data path to use)
 CASES = [
     ("data file unreadable", ["evaluate", "{run}", "--data", "{data}"], ("{data}/test_batch.bin", 0o000),
@@ -84,7 +79,7 @@ def test_a_path_this_user_may_not_use_is_one_line(tmp_path, data_copy, case, com
     target = Path(lock[0].format(**subst))
     mode = target.stat().st_mode & 0o777
     before = _snapshot(tmp_path)
-    _locked(target, lock[1])
+    target.chmod(lock[1])
     try:
         p = cifarlab(*(a.format(**subst) for a in command), data=data_copy)
     finally:

@@ -87,15 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return _interrupted(args)
-    except (CifarlabError, WriteError, FileNotFoundError) as e:
+    except (CifarlabError, WriteError, FileNotFoundError, PermissionError) as e:
         if interrupt.seen():
             return _interrupted(args)
-        print(f"cifarlab {args.verb}: error: {e}", file=sys.stderr)
-        return 2
-    except PermissionError as e:  # a file or folder this user may not read or write: never a traceback
-        if interrupt.seen():
-            return _interrupted(args)
-        print(f"cifarlab {args.verb}: error: {permission_line(e)}", file=sys.stderr)
+        # a file or folder this user may not read or write: the path and what to do, never a traceback
+        why = permission_line(e) if isinstance(e, PermissionError) else e
+        print(f"cifarlab {args.verb}: error: {why}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader stopped reading (`cifarlab presets | head`): nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and no second error at exit

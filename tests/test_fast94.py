@@ -175,7 +175,7 @@ def test_fast94_smoke_learns_on_a_real_subset(tmp_path):
 @pytest.mark.slow
 def test_interrupted_fast94_resumes_exactly(tmp_path):
     over = ["subset=600", "val_split=100", "epochs=2", "batch_size=100", "lr=0.15", "lookahead_every=2",
-            "whiten_bias_epochs=1", "tta=0", "test=false"]
+            "whiten_bias_epochs=1", "tta=0", "test=false", "threads=1"]
     cfg = apply_overrides(load_preset("fast94"), over)
     ref = train(cfg, tmp_path / "ref", progress=False, log=lambda *a: None)
 

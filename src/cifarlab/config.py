@@ -94,7 +94,9 @@ class Config:
     # run
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
-    threads: int = 0  # CPU threads for torch (0: this process's share of the cores; a study worker's share)
+    # CPU threads for torch (0: this process's share of the cores less those other work keeps busy
+    # when the run starts, kept on resume; a study worker's share)
+    threads: int = 0
     channels_last: bool = True  # memory format; faster convolutions on CPU and GPU
     # auto (bf16 on a CUDA device with bf16 units, else off), native (bf16 where it is the faster arithmetic:
     # such a GPU, a CPU with AMX or AMD's AVX-512 BF16; else off), off, bf16, fp16 (with loss scaling;

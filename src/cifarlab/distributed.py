@@ -180,7 +180,11 @@ def _teardown() -> None:
         dist.destroy_process_group()
 
 
+def local_world_size() -> int:
+    """The processes of this job on this machine: torchrun's LOCAL_WORLD_SIZE, else 1."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
 def cores_per_process() -> int:
     """CPU cores for this process: the machine's, shared among the processes on it."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, (os.cpu_count() or 1) // local)
+    return max(1, (os.cpu_count() or 1) // local_world_size())

@@ -18,6 +18,8 @@ Everything here is a pure function of its arguments and torch's state: no files,
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +31,7 @@ from .augment import augment_batch, normalize, tta_logits
 from .config import Config
 from .data import load_cifar10, stratified_split, subset_indices
 from .errors import CifarlabError
-from .machine import cpu_bf16_faster, cpu_bf16_units, cpu_name
+from .machine import busy_cores, cpu_bf16_faster, cpu_bf16_units, cpu_name
 from .models import build_model
 from .optim import build_optimizer, decoupled_decay, l2_penalty, set_lr
 
@@ -164,10 +166,46 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
-def setup_threads(cfg: Config, threads: int | None = None) -> None:
-    """torch's CPU threads: the config's `threads`, else the share given (a study worker's), else
-    this process's share of the machine's cores."""
-    torch.set_num_threads(cfg.threads or threads or distributed.cores_per_process())
+def free_threads(share: int, busy: float | None) -> int:
+    """Of `share` cores, those that `busy` cores of other work leave free, at least one: a thread
+    more than the free cores waits for a core at every step's barrier (a 2-thread run beside one
+    busy process trained at 0.4x-0.55x of one thread, benchmarks/README.md)."""
+    if busy is None:
+        return share
+    return max(1, min(share, (os.cpu_count() or 1) - round(busy)))
+
+
+def setup_threads(cfg: Config, threads: int | None = None, kept: int | None = None) -> str:
+    """Set torch's CPU threads: the config's `threads`, else the share given (a study worker's),
+    else the count the run was started with (`kept`, on a resume: the count changes the order of
+    fp32 sums, so a resumed run keeps it to stay the run it was), else this process's share of the
+    cores less those other work keeps busy now. Returns a line saying why, when the count is not
+    the one set or the whole share ("" otherwise)."""
+    if cfg.threads or threads:
+        torch.set_num_threads(cfg.threads or threads)
+        return ""
+    share = distributed.cores_per_process()
+    if kept:
+        torch.set_num_threads(kept)
+        return "" if kept == share else f"{kept} CPU thread{'s' if kept > 1 else ''}: the run's own, kept on resume"
+    busy = busy_cores() if share > 1 and distributed.local_world_size() == 1 else None
+    n = free_threads(share, busy)
+    torch.set_num_threads(n)
+    if n == share:
+        return ""
+    return (f"{n} CPU thread{'s' if n > 1 else ''} of {share}: other work keeps {busy:.1f} cores busy "
+            f"(threads=N fixes the count)")
+
+
+def threads_of(segments: list[dict]) -> int | None:
+    """The CPU threads a run was started with, from its first segment (None: not recorded, or not a CPU run)."""
+    if not segments:
+        return None
+    first = segments[0]
+    if "threads" in first:
+        return first["threads"]
+    m = re.search(r", (\d+) threads\)$", str(first.get("device", "")))  # segments before `threads` was a field
+    return int(m.group(1)) if m else None
 
 
 def build_training(cfg: Config, device: torch.device):

@@ -53,3 +53,30 @@ def cpu_bf16_faster(fields: dict[str, str] | None = None) -> bool:
     fields = cpu_fields() if fields is None else fields
     flags = cpu_flags(fields)
     return "amx_bf16" in flags or ("avx512_bf16" in flags and fields.get("vendor_id") == "AuthenticAMD")
+
+
+def _cpu_times(stat: Path) -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat's first line; None where it cannot be read."""
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 5:
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_cores(seconds: float = 0.3, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many of the machine's cores other work keeps busy now: the busy share of all CPUs over
+    `seconds` (this process sleeps meanwhile), times their count. None where /proc/stat is not
+    there (not Linux) or says nothing."""
+    import os
+    import time
+    first = _cpu_times(stat)
+    time.sleep(seconds)
+    second = _cpu_times(stat)
+    if first is None or second is None or second[1] <= first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)

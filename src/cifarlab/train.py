@@ -36,7 +36,7 @@ from .augment import alternating_flip_mask
 from .config import Config, ConfigError, differences, from_dict, from_saved, read_yaml, to_dict
 from .data import CLASSES
 from .engine import (Data, Totals, arithmetic_name, build_training, device_name, evaluate, grad_scaler, make_batch,
-                     pick_device, prepare_data, setup_threads, train_step, use_arithmetic)
+                     pick_device, prepare_data, setup_threads, threads_of, train_step, use_arithmetic)
 from .errors import CifarlabError
 from .files import WriteError, sweep
 from .models import Model, count_parameters
@@ -309,7 +309,7 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, opts: RunOptions) 
     checkpoint (`state`) everything restored to where it stopped."""
     ddp = distributed.setup(cfg.device)  # one process of a torchrun job, or the only one
     log, progress = (opts.log, opts.progress) if ddp.is_main else (_silent, False)  # rank 0 alone speaks
-    setup_threads(cfg, opts.threads)
+    threads_note = setup_threads(cfg, opts.threads, threads_of(state.get("segments", [])) if state else None)
     t_start = time.perf_counter()  # data loading to final evaluation (this process)
     device = ddp.device(pick_device(cfg.device))
     amp = use_arithmetic(cfg, device)
@@ -338,7 +338,10 @@ def start_run(cfg: Config, run_dir: Path, state: dict | None, opts: RunOptions) 
         log(f"no checkpoint in {run_dir}; starting it from the beginning")
     run.code = code_version()
     run.segments.append({"from_epoch": run.start_epoch, "code": run.code, "device": device_name(device),
-                         "arithmetic": arithmetic_name(amp)})
+                         "arithmetic": arithmetic_name(amp),
+                         **({"threads": torch.get_num_threads()} if device.type == "cpu" else {})})
+    if threads_note and device.type == "cpu":
+        log(threads_note)
     _announce(run)
     run.tb = tensorboard.open_run(run_dir, to_dict(cfg), run.start_epoch * steps, enabled=ddp.is_main, log=log)
     return run

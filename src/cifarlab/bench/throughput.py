@@ -492,6 +492,10 @@ def run(args, log=print, command=None) -> dict:
             probe = None
             result["peak_source"] = "measured: best of sgemm 2048 and a 3x3 conv 512->512, before --busy"
     with busy_processes(busy):
+        if busy and not args.threads:  # the default count is chosen beside the busy processes, as a run's is
+            setup_threads(load_preset("vgg3"))
+            result["device"] = device_description(device)
+            log(f"default threads beside --busy: {torch.get_num_threads()}")
         for name in models:
             m = bench_model(name, contenders, args.reps, args.steps, args.subset, device, log,
                             args.keras_python, args.plain_workers, probe=probe)

@@ -19,7 +19,8 @@ def add_parser(sub, help: str) -> None:
     p.add_argument("--steps", type=int, default=50, help="steps of batch 64 per repetition (default 50)")
     p.add_argument("--subset", type=int, default=4000, help="training images used (default 4000)")
     add_device(p)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: this process's share of the cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: this process's share of the cores, less those other work keeps busy)")
     p.add_argument("--busy", type=int, default=0, metavar="N",
                    help="time the contenders beside N busy processes (a Python loop each), as on a shared machine")
     p.add_argument("--peak-gflops", type=float, default=0.0, help="the device's fp32 peak; default: measure it")

@@ -1054,15 +1054,32 @@ def _short_device(device: str) -> str:
     return " ".join(device.split())
 
 
+_TEMPLATES = None
+
+
+def render_template(name: str, **fields) -> str:
+    """Render templates/`name` with `fields`: a field the template names and `fields` lacks fails
+    (StrictUndefined); HTML templates escape what they insert."""
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        import jinja2
+        _TEMPLATES = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+            autoescape=jinja2.select_autoescape(["html.j2"]), undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True)
+    return _TEMPLATES.get_template(name).render(**fields)
+
+
 def readme_table(rep: dict, expect: str | None = None) -> str:
     """The results as a Markdown table for a README: every planned run, finished or not (a run
     that is missing says so; nothing is filled in)."""
     rep = typed(rep)
     from ..config import load_preset, preset_names
     rows = {r.experiment: r for r in rep["rows"]}
-    lines = ["| preset | epochs | test acc % | n | seed report | diff | article | diff | wall / run | arithmetic "
-             "| device |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    head = ["preset", "epochs", "test acc %", "n", "seed report", "diff", "article", "diff", "wall / run",
+            "arithmetic", "device"]
+    align = ["---"] + ["---:"] * 8 + ["---", "---"]
+    body = []
     beyond = _beyond_noise(rep)
 
     def diff(name, key, label):
@@ -1080,7 +1097,7 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
                 cells = [name, "/".join(map(str, r.epochs)), _acc(r), str(r.n), _f(r.seed_report),
                          diff(name, *REFS[0]), _f(r.article), diff(name, *REFS[1]),
                          _duration(r.wall_seconds), r.arithmetic, _short_device(r.device)]
-                lines.append("| " + " | ".join(cells) + " |")
+                body.append(cells)
             if name not in missing:
                 continue
             said = []
@@ -1107,11 +1124,10 @@ def readme_table(rep: dict, expect: str | None = None) -> str:
             refs = ["", ""] if r else [_f(ref.get(k)) for k in ("seed_report", "article")]
             cells = [name, str(spec.epochs if spec else "?"), "; ".join(said), "", refs[0],
                      "", refs[1], "", "", "", ""]
-            lines.append("| " + " | ".join(cells) + " |")
-    if beyond:
-        lines += ["", f"A difference in bold is beyond noise ({TOLERANCE} points, or twice the standard deviation "
-                  "where n > 1): see the report's section \"Against the published figures\"."]
-    return "\n".join(lines)
+            body.append(cells)
+    note = (f"A difference in bold is beyond noise ({TOLERANCE} points, or twice the standard deviation "
+            "where n > 1): see the report's section \"Against the published figures\"." if beyond else "")
+    return render_template("readme_table.md.j2", head=head, align=align, body=body, note=note)
 
 
 def update_readme(readme, table: str) -> None:
